@@ -8,7 +8,10 @@ Cases (the targets of issue 3):
    Hessian propagation + ``kron_block``) vs ``func`` products on the basis columns;
 4. the full dense Hessian of the 64-32-32-10 MLP (P = 3466), float64: native
    (Kronecker factors) vs ``torch.func.hessian``; and the two native algorithms
-   against each other: Kronecker factors vs the batched product on identity blocks.
+   against each other: Kronecker factors vs the batched product on identity blocks;
+5. on ``--device cuda`` only, cases 1 and 3 at GPU sizes: MLP 784-256-256-10 (ReLU),
+   N=4096, and the blocks of MLP 256-128-128-10 at N=4096 (the 784-wide first layer's
+   block is 200960 x 200960); no targets: they show where the GPU path stands.
 
 The machine's GEMM peak is measured in the same run; the native rows report their
 achieved GFLOP/s (flops of the algorithm's GEMMs, counted analytically). Prints a
@@ -125,16 +128,24 @@ def case_products(sizes, act, n, k, dtype, device, repeats):
     native = hk.HessianOperator(obj, engine="native")
     func = hk.HessianOperator(obj, engine="func")
     err = float((native @ V - func @ V).abs().max() / (func @ V).abs().max())
+    if dtype == torch.float32:  # how far each float32 engine is from the float64 product
+        obj64 = hk.Objective(mlp(sizes, act, torch.float64, device), nn.CrossEntropyLoss(),
+                             (X.double(), y))
+        exact = hk.HessianOperator(obj64, engine="func") @ V.double()
+        scale = exact.abs().max()
+        err = {"native_vs_func": err,
+               "native_vs_float64": float((native @ V - exact).abs().max() / scale),
+               "func_vs_float64": float((func @ V - exact).abs().max() / scale)}
     t_native, t_func = best_times([lambda: native @ V, lambda: func @ V], repeats, device)
     return t_func, t_native, product_flops(sizes, n, k), err
 
 
-def case_blocks(sizes, act, n, dtype, device, repeats):
+def case_blocks(sizes, act, n, dtype, device, repeats, column_block=256):
     model = mlp(sizes, act, dtype, device)
     X, y = data(sizes, n, dtype, device)
     obj = hk.Objective(model, nn.CrossEntropyLoss(), (X, y))
     engine = NativeEngine(obj)
-    func = hk.HessianOperator(obj, engine="func", column_block=256)
+    func = hk.HessianOperator(obj, engine="func", column_block=column_block)
     slices = obj.slices()
     groups = {}
     for name in obj.param_names:
@@ -238,12 +249,15 @@ def main(argv=None):
     rows = []
 
     def row(name, baseline, target, t_base, t_native, flops, err, dtype):
+        errors = err if isinstance(err, dict) else {"native_vs_func": err}
         rows.append({"case": name, "baseline": baseline, "baseline_s": t_base,
                      "native_s": t_native, "speedup": t_base / t_native, "target": target,
                      "met": None if target is None else t_base / t_native >= target,
                      "native_gflops": flops / t_native / 1e9,
                      "peak_fraction": flops / t_native / 1e9 / peaks[dtype],
-                     "max_rel_diff": err, "dtype": dtype})
+                     "max_rel_diff": errors["native_vs_func"], "dtype": dtype,
+                     "native_vs_float64": errors.get("native_vs_float64"),
+                     "func_vs_float64": errors.get("func_vs_float64")})
 
     f32, f64 = torch.float32, torch.float64
     row("product 64-32-32-10 tanh N=512 k=64", "func", 1.3,
@@ -258,20 +272,29 @@ def main(argv=None):
     # the two native algorithms for the dense matrix: Kronecker factors vs products
     row("dense Hessian: Kronecker factors vs products", "native products on I", None,
         t_prod, t_native, flops, err, "float64")
+    if device == "cuda":  # sizes at which a GPU is busy: MNIST-sized MLP, N = 4096
+        big = (784, 256, 256, 10)
+        row("product 784-256-256-10 relu N=4096 k=64", "func", None,
+            *case_products(big, nn.ReLU, 4096, 64, f32, device, r), "float32")
+        row("all layer blocks 256-128-128-10 relu N=4096", "func basis columns", None,
+            *case_blocks((256, 128, 128, 10), nn.ReLU, 4096, f32, device, r, column_block=64),
+            "float32")
     result = {"machine": machine(device), "gemm_peak_gflops": peaks, "rows": rows}
 
     print(f"hesskit native sequential engine, {device}: {result['machine']['cpu']}, "
           f"{result['machine']['threads']} threads, torch {torch.__version__}")
     print("GEMM peak: " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in peaks.items()))
     header = f"{'case':48s} {'baseline':20s} {'base s':>9s} {'native s':>9s} {'ratio':>7s} " \
-             f"{'target':>6s} {'GFLOP/s':>8s} {'%peak':>6s} {'rel diff':>9s}"
+             f"{'target':>6s} {'GFLOP/s':>8s} {'%peak':>6s} {'rel diff':>9s} {'f64 err native/func':>19s}"
     print(header)
     print("-" * len(header))
     for x in rows:
         target = "-" if x["target"] is None else f"{x['target']:.1f}x"
+        f64 = (f"{x['native_vs_float64']:9.1e}/{x['func_vs_float64']:9.1e}"
+               if x["native_vs_float64"] is not None else "")
         print(f"{x['case']:48s} {x['baseline']:20s} {x['baseline_s']:9.4f} {x['native_s']:9.4f} "
               f"{x['speedup']:6.1f}x {target:>6s} {x['native_gflops']:8.1f} "
-              f"{100 * x['peak_fraction']:5.1f}% {x['max_rel_diff']:9.1e}"
+              f"{100 * x['peak_fraction']:5.1f}% {x['max_rel_diff']:9.1e} {f64:>19s}"
               f"{'  (below target)' if x['met'] is False else ''}")
     print(f"saved {save(result, device)}")
     return result

@@ -46,6 +46,7 @@
 #include <tuple>
 #include <vector>
 
+#include "message.h"
 #include "sequential_math.h"
 
 namespace hesskit {
@@ -102,22 +103,22 @@ inline Problem make_problem(const at::Tensor& X, at::TensorList weights,
   const auto L = static_cast<int64_t>(weights.size());
   TORCH_CHECK(L >= 1, "sequential: weights must hold at least one Linear weight");
   TORCH_CHECK(static_cast<int64_t>(biases.size()) == L, "sequential: biases must have one entry "
-              "(a tensor or None) per weight, got ", biases.size(), " for ", L, " weights");
+              "(a tensor or None) per weight, got ", msg::num(biases.size()), " for ", msg::num(L), " weights");
   TORCH_CHECK(static_cast<int64_t>(act_counts.size()) == L, "sequential: act_counts must have "
-              "one entry per weight, got ", act_counts.size(), " for ", L, " weights");
+              "one entry per weight, got ", msg::num(act_counts.size()), " for ", msg::num(L), " weights");
   TORCH_CHECK(act_args.size() == 2 * act_codes.size(), "sequential: act_args must hold two "
-              "numbers per activation code, got ", act_args.size(), " for ", act_codes.size(),
+              "numbers per activation code, got ", msg::num(act_args.size()), " for ", msg::num(act_codes.size()),
               " codes");
-  TORCH_CHECK(X.dim() == 2, "sequential: X must be 2-D (N, features), got ", X.dim(), "-D");
+  TORCH_CHECK(X.dim() == 2, "sequential: X must be 2-D (N, features), got ", msg::num(X.dim()), "-D");
   TORCH_CHECK(X.scalar_type() == at::kFloat || X.scalar_type() == at::kDouble,
-              "sequential: X must be float32 or float64, got ", X.scalar_type());
-  TORCH_CHECK(X.device().type() == device_type, "sequential: X must be on a ", device_type,
-              " device, got ", X.device());
+              "sequential: X must be float32 or float64, got ", msg::dtype(X.scalar_type()));
+  TORCH_CHECK(X.device().type() == device_type, "sequential: X must be on a ", msg::device(device_type),
+              " device, got ", msg::device(X.device()));
   auto same = [&](const at::Tensor& t, const char* name) {
     TORCH_CHECK(t.scalar_type() == X.scalar_type(), "sequential: ", name, " must have the dtype "
-                "of X (", X.scalar_type(), "), got ", t.scalar_type());
+                "of X (", msg::dtype(X.scalar_type()), "), got ", msg::dtype(t.scalar_type()));
     TORCH_CHECK(t.device() == X.device(), "sequential: ", name, " must be on the device of X (",
-                X.device(), "), got ", t.device());
+                msg::device(X.device()), "), got ", msg::device(t.device()));
   };
   Problem pb;
   pb.X = X.contiguous();
@@ -128,29 +129,29 @@ inline Problem make_problem(const at::Tensor& X, at::TensorList weights,
     Layer layer;
     const at::Tensor& W = weights[l];
     same(W, "weights");
-    TORCH_CHECK(W.dim() == 2 && W.size(1) == width, "sequential: weights[", l, "] must have "
-                "shape (m, ", width, "), got ", W.sizes());
+    TORCH_CHECK(W.dim() == 2 && W.size(1) == width, "sequential: weights[", msg::num(l), "] must have "
+                "shape (m, ", msg::num(width), "), got ", msg::shape(W.sizes()));
     layer.W = W.contiguous();
     layer.m = W.size(0);
     layer.n = W.size(1);
     const std::optional<at::Tensor> b = biases.get(l);
     if (b.has_value() && b->defined()) {
       same(*b, "biases");
-      TORCH_CHECK(b->dim() == 1 && b->size(0) == layer.m, "sequential: biases[", l,
-                  "] must have shape (", layer.m, ",), got ", b->sizes());
+      TORCH_CHECK(b->dim() == 1 && b->size(0) == layer.m, "sequential: biases[", msg::num(l),
+                  "] must have shape (", msg::num(layer.m), ",), got ", msg::shape(b->sizes()));
       layer.b = b->contiguous();
     }
     const int64_t count = act_counts[l];
-    TORCH_CHECK(count >= 0 && count <= kMaxActivations, "sequential: act_counts[", l,
-                "] must be in [0, ", kMaxActivations, "], got ", count);
+    TORCH_CHECK(count >= 0 && count <= kMaxActivations, "sequential: act_counts[", msg::num(l),
+                "] must be in [0, ", msg::num(kMaxActivations), "], got ", msg::num(count));
     TORCH_CHECK(code_pos + count <= static_cast<int64_t>(act_codes.size()),
-                "sequential: act_counts add up to more than the ", act_codes.size(), " act_codes");
+                "sequential: act_counts add up to more than the ", msg::num(act_codes.size()), " act_codes");
     layer.act.count = static_cast<int>(count);
     for (int64_t k = 0; k < kMaxActivations; ++k) {
       const bool used = k < count;
       const int64_t code = used ? act_codes[code_pos + k] : 0;
       TORCH_CHECK(!used || (code >= kFirstActivationCode && code <= kLastActivationCode),
-                  "sequential: unknown activation code ", code);
+                  "sequential: unknown activation code ", msg::num(code));
       layer.act.code[k] = static_cast<int>(code);
       layer.act.arg0[k] = used ? act_args[2 * (code_pos + k)] : 0.0;
       layer.act.arg1[k] = used ? act_args[2 * (code_pos + k) + 1] : 0.0;
@@ -163,16 +164,16 @@ inline Problem make_problem(const at::Tensor& X, at::TensorList weights,
     pb.layers.push_back(std::move(layer));
   }
   TORCH_CHECK(code_pos == static_cast<int64_t>(act_codes.size()), "sequential: act_counts add up "
-              "to ", code_pos, " but ", act_codes.size(), " act_codes were given");
+              "to ", msg::num(code_pos), " but ", msg::num(act_codes.size()), " act_codes were given");
   pb.n_params = offset;
   const int64_t N = X.size(0);
   same(target, "target");
   same(coef, "coef");
   TORCH_CHECK(target.dim() == 2 && target.size(0) == N && target.size(1) == width,
-              "sequential: target must have the output shape (", N, ", ", width, "), got ",
-              target.sizes());
-  TORCH_CHECK(coef.dim() == 1 && coef.size(0) == N, "sequential: coef must have shape (", N,
-              ",), got ", coef.sizes());
+              "sequential: target must have the output shape (", msg::num(N), ", ", msg::num(width), "), got ",
+              msg::shape(target.sizes()));
+  TORCH_CHECK(coef.dim() == 1 && coef.size(0) == N, "sequential: coef must have shape (", msg::num(N),
+              ",), got ", msg::shape(coef.sizes()));
   pb.target = target.contiguous();
   pb.coef = coef.contiguous();
   return pb;
@@ -182,10 +183,10 @@ inline Problem make_problem(const at::Tensor& X, at::TensorList weights,
 inline std::vector<int64_t> check_layers(const Problem& pb, at::IntArrayRef layers) {
   TORCH_CHECK(!layers.empty(), "sequential: layers must select at least one layer");
   for (size_t i = 0; i < layers.size(); ++i) {
-    TORCH_CHECK(layers[i] >= 0 && layers[i] < pb.L(), "sequential: layers[", i, "] = ",
-                layers[i], " is not a layer index in [0, ", pb.L(), ")");
+    TORCH_CHECK(layers[i] >= 0 && layers[i] < pb.L(), "sequential: layers[", msg::num(i), "] = ",
+                msg::num(layers[i]), " is not a layer index in [0, ", msg::num(pb.L()), ")");
     TORCH_CHECK(i == 0 || layers[i] > layers[i - 1], "sequential: layers must be strictly "
-                "increasing, got ", layers);
+                "increasing, got ", msg::shape(layers));
   }
   return layers.vec();
 }
@@ -292,7 +293,7 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> hbp(const Problem& 
 template <class K>
 at::Tensor matmat(const Problem& pb, const at::Tensor& V_arg) {
   TORCH_CHECK(V_arg.dim() == 2 && V_arg.size(0) == pb.n_params, "sequential_matmat: V must have "
-              "shape (", pb.n_params, ", k), got ", V_arg.sizes());
+              "shape (", msg::num(pb.n_params), ", k), got ", msg::shape(V_arg.sizes()));
   TORCH_CHECK(V_arg.scalar_type() == pb.X.scalar_type() && V_arg.device() == pb.X.device(),
               "sequential_matmat: V must have the dtype and device of X");
   const at::Tensor V = V_arg.contiguous();

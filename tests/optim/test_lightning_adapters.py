@@ -17,7 +17,9 @@ LIGHTNING_NAMES = ("lightning", "lightning.pytorch", "pytorch_lightning")
 def fresh_adapter(monkeypatch):
     """The adapter module with its lazily built class forgotten (restored afterwards by monkeypatch)."""
     monkeypatch.delitem(hkl.__dict__, "HessianMonitorCallback", raising=False)
-    return hkl
+    yield hkl
+    # Forget the class built on a stand-in too, so a later real Lightning gets its own.
+    hkl.__dict__.pop("HessianMonitorCallback", None)
 
 
 @pytest.fixture
@@ -135,7 +137,7 @@ def test_sam_mixin_requires_sam():
         net.training_step((torch.zeros(2, 3, dtype=torch.float64), torch.zeros(2, 1, dtype=torch.float64)), 0)
 
 
-def test_with_real_lightning():
+def test_with_real_lightning(fresh_adapter):
     pl = None
     for name in ("lightning.pytorch", "pytorch_lightning"):
         try:

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# One full GPU session in one command: build hesskit with its CUDA kernels, run the
+# whole test suite (the CUDA parity tests run instead of skipping), then the GPU
+# benchmarks. Logs and JSON results go to $OUT (default benchmarks/results).
+#
+#   OUT=/some/dir bash benchmarks/gpu_session.sh
+set -uo pipefail
+OUT=${OUT:-benchmarks/results}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
+export MAX_JOBS=${MAX_JOBS:-16}
+PY=${PY:-python3}
+
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+$PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+start=$(date +%s)
+if ! $PY -m pip install --no-build-isolation --no-deps -e . >"$OUT/build.log" 2>&1; then
+    tail -60 "$OUT/build.log"; exit 1
+fi
+echo "build: $(( $(date +%s) - start )) s"
+$PY -c "from hesskit import _native; print(_native.build_info())" || exit 1
+
+# CUDA parity first (fast, and the point of the session), then everything else.
+$PY -m pytest -q -p no:cacheprovider -rs tests/native tests/engines 2>&1 | tee "$OUT/tests_native.log" | tail -25
+$PY -m pytest -q -p no:cacheprovider -x -n 8 --ignore=tests/native --ignore=tests/engines 2>&1 \
+    | tee "$OUT/tests_all.log" | tail -15
+
+$PY benchmarks/bench_native.py --device cuda && cp benchmarks/results/native_cuda.json "$OUT/"
+$PY benchmarks/bench_products.py --device cuda && cp benchmarks/results/products_*.json "$OUT/"
+echo "total: $(( $(date +%s) - start )) s"
