@@ -155,10 +155,12 @@ HESSKIT_HD void activation(int code, T x, T arg0, T arg1, T& y, T& d1, T& d2) {
         d1 = T(1);
         d2 = T(0);
       } else {
+        // At x = 0 exactly autograd takes this branch for y' (= alpha) but gives
+        // y'' = 0 (the dead-ReLU-then-ELU case of a bias-free chain); we follow it.
         const T e = arg0 * m_exp(x);
         y = arg0 * m_expm1(x);
         d1 = e;
-        d2 = e;
+        d2 = x < T(0) ? e : T(0);
       }
       return;
     }

@@ -102,6 +102,25 @@ def test_hbp_matches_reference(spec, kind, data):
 
 
 @needs_native
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("code", range(1, 10))
+def test_activations_at_exactly_zero_follow_autograd(code, kind):
+    """z = 0 exactly (a zero weight): the kinks of ReLU, LeakyReLU and ELU take
+    autograd's one-sided derivatives (hypothesis found ELU's y''(0) on a dead-ReLU,
+    bias-free chain)."""
+    a0, a1 = ARGS.get(code, [(0.0, 0.0)])[-1]
+    X = torch.tensor([[1.0], [2.0]], dtype=torch.float64)
+    weights = [torch.zeros(3, 1, dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64)]
+    for loss in ("mse", "cross_entropy"):
+        args = (X, weights, [None, None], [code], [a0, a1], [1, 0], loss,
+                torch.tensor([[0.7, 0.1], [0.2, 0.4]], dtype=torch.float64),
+                torch.ones(2, dtype=torch.float64))
+        _, (M,) = _native.sequential_hbp(*args, [0], kind)
+        _, (M_ref,) = _reference.sequential_hbp(*args, [0], kind)
+        assert_rel(M, M_ref, 1e-12)
+
+
+@needs_native
 @settings(max_examples=15, **SETTINGS)
 @given(spec=chains(max_width=24, max_n=40, max_params=400), kind=st.sampled_from(KINDS),
        data=st.data())
