@@ -274,7 +274,8 @@ def test_device_without_kernels_falls_back_with_one_warning(monkeypatch):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("N, n, m", [
     (1, 1, 1), (17, 31, 3), (40, 32, 5), (33, 33, 2), (100, 65, 4), (257, 100, 10),
-    (5, 1, 300),  # m^2 = 90 000 pairs: more than one grid.z sweep
+    (5, 1, 300),  # m^2 = 90 000 block pairs of 1 x 1 blocks
+    (2500, 64, 32),  # the weighted copy of A exceeds one chunk (2^25 entries): several GEMMs
 ])
 @pytest.mark.parametrize("symmetric", [True, False])
 def test_cuda_kernel_matches_reference(dtype, N, n, m, symmetric):
@@ -282,6 +283,18 @@ def test_cuda_kernel_matches_reference(dtype, N, n, m, symmetric):
     assert_matches_sum(torch.ops.hesskit.kron_block(A, M), A, M)
     A_s, M_s = with_layout(A, "transposed"), with_layout(M, "strided")
     assert_matches_sum(torch.ops.hesskit.kron_block(A_s, M_s), A_s, M_s)
+
+
+@requires_native_cuda
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_cuda_row_chunks_add_up(symmetric):
+    """N above one row chunk (2^26 / (m n) = 16 384 rows here): the chunked GEMMs
+    accumulate to the sum of the op over parts that each fit in one chunk."""
+    A, M = random_inputs(17084, 64, 64, torch.float64, seed=5, symmetric=symmetric, device="cuda")
+    H = torch.ops.hesskit.kron_block(A, M)
+    parts = sum(torch.ops.hesskit.kron_block(a, m) for a, m in zip(A.split(4271), M.split(4271)))
+    scale = sum(torch.ops.hesskit.kron_block(a.abs(), m.abs()) for a, m in zip(A.split(4271), M.split(4271)))
+    assert ((H - parts).abs() <= 64 * torch.finfo(torch.float64).eps * scale).all()
 
 
 @requires_native_cuda

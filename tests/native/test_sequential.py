@@ -67,11 +67,13 @@ def as64(args):
 
 
 def assert_rel(out, ref, tol):
-    """max |out - ref| <= tol * max |ref| (or tiny when ref vanishes)."""
+    """max |out - ref| <= tol * max |ref| + 64 eps(float64): relative, with an absolute
+    floor of rounding size for references that (nearly) vanish."""
     out, ref = out.double().cpu(), ref.double().cpu()
     err = float((out - ref).abs().max()) if ref.numel() else 0.0
     scale = float(ref.abs().max()) if ref.numel() else 0.0
-    assert err <= tol * max(scale, 1e-3), f"error {err:.3e} vs scale {scale:.3e}"
+    floor = 64 * torch.finfo(torch.float64).eps
+    assert err <= tol * scale + floor, f"error {err:.3e} vs scale {scale:.3e}"
 
 
 @needs_native
