@@ -42,6 +42,17 @@ class SGDHTR(WrappedOptimizer):
     trajectory bit for bit, and schedulers, ``state_dict()`` (which also holds
     the schedule position) and per-group options work as for SGD.
 
+    Under ``DistributedDataParallel``: give SGDHTR the DDP model's parameters
+    and let the closure call the DDP model. The penalty is built from this
+    rank's loss, and DDP averages the gradient of ``loss + penalty`` in the one
+    ``backward()``, so the loss and penalty gradients are both averaged over
+    ranks (formula in :class:`~hesskit.regularizers.HessianTrace`) and the SGD
+    step is the same on every rank. Seed ``generator`` alike on every rank to
+    share the probes: with equal shards the step is then the single-process
+    step on the full batch. ``regularizer.last_trace`` and the returned loss
+    are this rank's. With ``static_graph=True``, set ``start_step >= 1``, because
+    DDP's first iteration must not be penalized.
+
     Args:
         params: parameters or param groups (``model.named_parameters()`` gives
             ``params_filter`` the names).

@@ -122,6 +122,29 @@ class SAM(WrappedOptimizer):
           scaler.update()
           opt.zero_grad()
 
+    Under ``DistributedDataParallel``: give SAM the DDP model's parameters
+    (``ddp_model.parameters()``, the wrapped module's tensors) and run BOTH
+    forward/backward passes through the DDP model (the closure calls
+    ``ddp_model``; in the two-step loop, both backward passes). DDP averages the
+    gradient in every ``backward()``, so with R ranks and shard losses
+    :math:`L_r` every rank computes
+
+    .. math::
+
+        g = \frac{1}{R}\sum_r \nabla L_r(w), \qquad
+        e = \rho\, \frac{T_w^2\, g}{\|T_w\, g\|}, \qquad
+        \frac{1}{R}\sum_r \nabla L_r(w + e):
+
+    the perturbation uses the globally averaged gradient, is the same on every
+    rank (the norm needs no further communication), and so is the base step.
+    With equal shard sizes and mean losses this is SAM on the full batch (DDP
+    weights ranks, not samples). Running the first pass under
+    ``ddp_model.no_sync()`` instead perturbs each rank with its own gradient
+    (:math:`e_r`, the per-device "m-sharpness" of Foret et al.); the gradients at
+    :math:`w + e_r` are still averaged. ``step()`` returns this rank's loss.
+    BatchNorm uses per-rank batch statistics unless converted to
+    ``SyncBatchNorm``; ``disable_running_stats`` accepts the DDP module.
+
     Args:
         params: parameters or param groups, as for any ``torch.optim`` optimizer
             (``model.named_parameters()`` gives the names ``adaptive_exclude`` matches).

@@ -63,6 +63,25 @@ def _named(params: Any) -> list[tuple[str, torch.Tensor]]:
     return pairs
 
 
+def _refuse_static_graph_first_iteration(params: Any) -> None:
+    """Raise for a ``DistributedDataParallel(static_graph=True)`` module before its first backward.
+
+    On that iteration DDP defers the all-reduce to a callback queued on the first
+    autograd pass through its output, which would be the penalty's inner
+    ``torch.autograd.grad``: the callback fires before any ``.grad`` exists, and the
+    real ``backward()`` then leaves every rank with its own, unsynchronized gradient.
+    The "first iteration" flag is private to DDP; without it the check is skipped.
+    """
+    if not (torch.distributed.is_available() and isinstance(params, nn.parallel.DistributedDataParallel)):
+        return
+    if params.static_graph and not getattr(params, "_static_graph_delay_allreduce_enqueued", True):
+        raise ValueError(
+            "params: DistributedDataParallel(static_graph=True) cannot be penalized on its first iteration "
+            "(DDP would synchronize nothing in that backward); make the first step unpenalized "
+            "(start_step >= 1) or construct DDP without static_graph"
+        )
+
+
 class _Among:
     """``params_filter`` predicate: the parameter is one of ``tensors`` (by identity)."""
 
@@ -93,6 +112,30 @@ class HessianTrace:
     ``start_step, start_step + every, start_step + 2*every, ...`` (0-based) and
     is a zero scalar (no graph, nothing to special-case) on the others, or
     always when ``gamma == 0``.
+
+    Under ``DistributedDataParallel``: compute ``loss`` with the DDP model and
+    backpropagate ``loss + penalty`` with one ``backward()``. The inner
+    products (``torch.autograd.grad``) fill no ``.grad`` and fire none of DDP's
+    hooks; the final ``backward()`` accumulates the gradient of ``loss +
+    penalty`` once per parameter, and DDP averages it. With R ranks holding
+    shard losses :math:`L_r` (Hessians :math:`H_r`), every rank's gradient is
+
+    .. math::
+
+        \frac{1}{R}\sum_{r=1}^{R} \nabla_w \Bigl(L_r + \frac{\gamma}{m}\sum_{j=1}^{m} v_{rj}^\top H_r v_{rj}\Bigr),
+
+    with no extra communication. With the same probes on every rank (a
+    ``generator`` seeded alike) and equal shards, :math:`\frac{1}{R}\sum_r H_r = H`,
+    which is the single-process gradient on the full batch with those probes.
+    With independent probes (e.g. seeds that differ by rank), it is the gradient
+    of the mean of R estimates, each on its own shard, and is still unbiased for
+    :math:`\gamma \nabla \operatorname{tr} H`. ``last_trace`` is this rank's
+    estimate; all-reduce it for the global one. This works with the default DDP
+    options and with ``find_unused_parameters=True``. With
+    ``static_graph=True``, the first iteration must not be penalized
+    (``start_step >= 1``): DDP defers that iteration's all-reduce to the end
+    of the first autograd pass, which here would be the penalty's inner one
+    (a call given the DDP module itself raises ``ValueError`` there).
 
     Args:
         gamma: weight :math:`\gamma \ge 0` of the penalty.
@@ -214,6 +257,11 @@ class HessianTrace:
 
         Returns:
             A 0-dim tensor of ``loss``'s dtype and device, differentiable on active calls.
+
+        Raises:
+            ValueError: on an active call, ``params`` is a ``DistributedDataParallel``
+                module built with ``static_graph=True`` before its first backward
+                (see the class docstring).
         """
         if not isinstance(loss, torch.Tensor):
             raise TypeError(f"loss must be a torch.Tensor, got {type(loss).__name__}")
@@ -236,6 +284,8 @@ class HessianTrace:
         elif not named:
             raise ValueError("params is empty")
         active = self.is_active()
+        if active:
+            _refuse_static_graph_first_iteration(params)
         self.calls += 1
         zero = torch.zeros((), dtype=loss.dtype, device=loss.device)
         if not active:
