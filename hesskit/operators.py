@@ -124,24 +124,27 @@ class CurvatureOperator:
                 f"parameter {self.objective.name_of_index(row)!r}")
 
     # ------------------------------------------------------------ explicit forms
-    def _columns(self, desc: str):
-        """Yield ``(start, block)`` with ``block = self @ I[:, start:start+b]``."""
+    def _columns(self, desc: str, progress: bool | None = None):
+        """Yield ``(start, block)`` with ``block = self @ I[:, start:start+b]``; a bar
+        when ``progress`` is True, or is None and there are 8 blocks or more."""
         P = self.shape[0]
         starts = range(0, P, self.column_block)
         bar = tqdm(starts, desc=desc, unit="block", leave=False,
-                   disable=len(starts) < 8)
+                   disable=progress is False or (progress is None and len(starts) < 8))
         for start in bar:
             stop = min(start + self.column_block, P)
             E = torch.zeros(P, stop - start, dtype=self.dtype, device=self.device)
             E[torch.arange(start, stop), torch.arange(stop - start)] = 1
             yield start, self.matmat(E)
 
-    def dense(self, max_bytes: int | None = None) -> Tensor:
+    def dense(self, max_bytes: int | None = None, progress: bool | None = None) -> Tensor:
         """The explicit P×P matrix.
 
         Args:
             max_bytes: refuse (``ValueError``, before allocating) when the matrix
                 would need more bytes; default :data:`DEFAULT_MAX_BYTES` (4 GiB).
+            progress: a bar over the blocks of basis columns: True, False, or None
+                (shown from 8 blocks on).
         """
         P = self.shape[0]
         limit = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
@@ -156,18 +159,18 @@ class CurvatureOperator:
             self.n_matvecs += P
             return D
         D = torch.empty(P, P, dtype=self.dtype, device=self.device)
-        for start, block in self._columns("dense"):
+        for start, block in self._columns("dense", progress):
             D[:, start:start + block.shape[1]] = block
         return D
 
-    def diagonal(self) -> Tensor:
+    def diagonal(self, progress: bool | None = None) -> Tensor:
         """The diagonal (P,), exact (through blocks of basis columns, or the engine's
-        own exact diagonal where it has one)."""
+        own exact diagonal where it has one); ``progress`` as for :meth:`dense`."""
         native = getattr(self.engine, "diagonal", None)
         if native is not None:
             return self.objective.all_reduce(native(self.kind))
         diag = torch.empty(self.shape[0], dtype=self.dtype, device=self.device)
-        for start, block in self._columns("diagonal"):
+        for start, block in self._columns("diagonal", progress):
             b = block.shape[1]
             diag[start:start + b] = block[torch.arange(start, start + b), torch.arange(b)]
         return diag

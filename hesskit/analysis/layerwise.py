@@ -152,7 +152,7 @@ def layerwise_spectra(obj: Objective, k: int = 5, weights_only: bool = False,
             matrix = blocks[module][kept][:, kept].detach()
         else:
             op = _OPERATORS[kind](sub, engine=engine)
-            matrix = op.dense() if sub.n_params <= dense_limit else op
+            matrix = op.dense(progress=progress) if sub.n_params <= dense_limit else op
         exact = isinstance(matrix, Tensor)
         top = eigenvalues(matrix, k=min(k, sub.n_params), tol=tol, seed=seed,
                           progress=progress).values

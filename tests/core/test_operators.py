@@ -229,3 +229,17 @@ def test_auto_engine_drops_an_engine_that_cannot_run_the_model(float64):
 class _Square(nn.Module):
     def forward(self, x):
         return x * x
+
+
+@pytest.mark.parametrize("method", ["dense", "diagonal"])
+def test_progress_bar_of_basis_columns_follows_the_argument(float64, capsys, method):
+    model = mlp(sizes=(3, 4, 2))
+    X, y = torch.randn(6, 3), torch.randint(0, 2, (6,))
+    H = hk.HessianOperator(hk.Objective(model, nn.CrossEntropyLoss(), (X, y)), engine="autograd",
+                           column_block=1)  # P = 26 blocks of one column
+    expected = getattr(H, method)()
+    capsys.readouterr()
+    assert torch.equal(getattr(H, method)(progress=False), expected)
+    assert method not in capsys.readouterr().err
+    getattr(H, method)(progress=True)
+    assert method in capsys.readouterr().err
