@@ -25,10 +25,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
-import time
 
 import torch
 from torch import nn
@@ -38,25 +36,9 @@ import hesskit as hk
 from hesskit import _native
 from hesskit.engines.native import NativeEngine
 
+from _common import best_times, machine_info
+
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-
-
-def best_times(fns, repeats: int, device: str) -> list[float]:
-    """Best wall time of each ``fn()`` over ``repeats`` rounds after one warm-up; the
-    functions alternate within each round, so that a busy machine slows them alike."""
-    best = [float("inf")] * len(fns)
-    for fn in fns:
-        fn()
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            if device == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            fn()
-            if device == "cuda":
-                torch.cuda.synchronize()
-            best[i] = min(best[i], time.perf_counter() - t0)
-    return best
 
 
 def gemm_peak(dtype, device: str, repeats: int) -> float:
@@ -64,7 +46,7 @@ def gemm_peak(dtype, device: str, repeats: int) -> float:
     n = 4096 if device == "cuda" else 1024
     a = torch.randn(n, n, dtype=dtype, device=device)
     b = torch.randn(n, n, dtype=dtype, device=device)
-    return 2 * n ** 3 / best_times([lambda: a @ b], repeats, device)[0] / 1e9
+    return 2 * n ** 3 / best_times({"gemm": lambda: a @ b}, repeats, device)["gemm"] / 1e9
 
 
 def mlp(sizes, act, dtype, device, seed=0):
@@ -136,7 +118,8 @@ def case_products(sizes, act, n, k, dtype, device, repeats):
         err = {"native_vs_func": err,
                "native_vs_float64": float((native @ V - exact).abs().max() / scale),
                "func_vs_float64": float((func @ V - exact).abs().max() / scale)}
-    t_native, t_func = best_times([lambda: native @ V, lambda: func @ V], repeats, device)
+    t_native, t_func = best_times({"native": lambda: native @ V, "func": lambda: func @ V},
+                                  repeats, device).values()
     return t_func, t_native, product_flops(sizes, n, k), err
 
 
@@ -167,8 +150,8 @@ def case_blocks(sizes, act, n, dtype, device, repeats, column_block=256):
     ref = func_blocks()
     got = engine.layer_blocks("hessian")
     err = max(float((got[k] - ref[k]).abs().max() / ref[k].abs().max()) for k in ref)
-    t_native, t_func = best_times([lambda: engine.layer_blocks("hessian"), func_blocks],
-                                  max(1, repeats // 2), device)
+    t_native, t_func = best_times({"native": lambda: engine.layer_blocks("hessian"),
+                                   "func": func_blocks}, max(1, repeats // 2), device).values()
     return t_func, t_native, block_flops(sizes, n), err
 
 
@@ -199,26 +182,9 @@ def case_dense(sizes, act, n, dtype, device, repeats):
     ref = torch.func.hessian(loss)(flat0)
     err = float((engine.dense() - ref).abs().max() / ref.abs().max())
     t_native, t_products, t_func = best_times(
-        [engine.dense, product_dense, lambda: torch.func.hessian(loss)(flat0)],
-        max(1, repeats // 2), device)
+        {"native": engine.dense, "products": product_dense,
+         "func": lambda: torch.func.hessian(loss)(flat0)}, max(1, repeats // 2), device).values()
     return t_func, t_native, dense_flops(sizes, n), err, t_products
-
-
-def machine(device):
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(),
-            "hesskit": hk.__version__, "device": device}
-    if device == "cuda":
-        info["gpu"] = torch.cuda.get_device_name()
-    if _native.native_available():
-        info["build"] = _native.build_info()
-    return info
 
 
 def save(result, device):
@@ -279,7 +245,7 @@ def main(argv=None):
         row("all layer blocks 256-128-128-10 relu N=4096", "func basis columns", None,
             *case_blocks((256, 128, 128, 10), nn.ReLU, 4096, f32, device, r, column_block=64),
             "float32")
-    result = {"machine": machine(device), "gemm_peak_gflops": peaks, "rows": rows}
+    result = {"machine": machine_info(device), "gemm_peak_gflops": peaks, "rows": rows}
 
     print(f"hesskit native sequential engine, {device}: {result['machine']['cpu']}, "
           f"{result['machine']['threads']} threads, torch {torch.__version__}")

@@ -34,13 +34,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
-import time
 from typing import Callable
 
 import torch
 
+from _common import best_times, machine_info
 from hesskit import _native, _reference
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -49,51 +48,9 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 # --- shared helpers -----------------------------------------------------------------
 
 
-def best_times(fns: dict[str, Callable[[], object]], repeats: int, device: str) -> dict[str, float]:
-    """Best wall time (ms) of each ``fn()`` over ``repeats`` rounds after one warm-up.
-
-    The candidates are timed in turn within each round, so that a slow period of a
-    shared machine hits all of them rather than one.
-    """
-    for fn in fns.values():
-        fn()
-    best = {name: float("inf") for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            if device == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            fn()
-            if device == "cuda":
-                torch.cuda.synchronize()
-            best[name] = min(best[name], 1e3 * (time.perf_counter() - t0))
-    return best
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine_info(device: str) -> dict:
-    info = {
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "native": _native.native_available(),
-        "build": _native.build_info() if _native.native_available() else _native.load_error(),
-    }
-    if device == "cuda":
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
+def best_ms(fns: dict[str, Callable[[], object]], repeats: int, device: str) -> dict[str, float]:
+    """:func:`_common.best_times` in milliseconds."""
+    return {name: 1e3 * t for name, t in best_times(fns, repeats, device).items()}
 
 
 def print_table(title: str, rows: list[dict], columns: list[str]) -> None:
@@ -177,7 +134,7 @@ def bench_kron_block(device: str, repeats: int) -> tuple[list[dict], list[str]]:
                    "native_general": lambda: torch.ops.hesskit.kron_block(A, X)}
             fns.update({name: (lambda fn=fn: fn(A, M)) for name, fn in KRON_BLOCK_TORCH.items()})
             row = {"N": N, "n": n, "m": m, "dtype": str(dtype).removeprefix("torch.")}
-            row.update(best_times(fns, repeats, device))
+            row.update(best_ms(fns, repeats, device))
             best_torch = min(KRON_BLOCK_TORCH, key=row.__getitem__)
             row["best_torch"] = best_torch
             row["ratio"] = row[best_torch] / row["native"]
@@ -220,13 +177,13 @@ def bench_engines(device: str, repeats: int) -> tuple[list[dict], list[str]]:
             model.zero_grad()
             torch.nn.functional.cross_entropy(model(X), y).backward()
 
-        grad_ms = best_times({"grad": gradient}, repeats, device)["grad"]
+        grad_ms = best_ms({"grad": gradient}, repeats, device)["grad"]
         engines = [e for e in ("autograd", "func", "native")
                    if e in ENGINES and ENGINES[e].unsupported_reason(obj) is None]
         for k in ENGINE_KS:
             V = torch.randn(obj.n_params, k, generator=torch.Generator().manual_seed(k)).to(device)
             ops = {e: hk.HessianOperator(obj, engine=e) for e in engines}
-            times = best_times({e: (lambda op=op: op.matmat(V)) for e, op in ops.items()},
+            times = best_ms({e: (lambda op=op: op.matmat(V)) for e, op in ops.items()},
                                max(1, repeats // 2), device)
             row = {"model": name, "k": k, "gradient_ms": grad_ms}
             for e in ("autograd", "func", "native"):

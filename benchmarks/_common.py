@@ -1,0 +1,63 @@
+"""Timing and machine description shared by the benchmark scripts (imported as
+``_common``: each script runs with ``benchmarks/`` first on ``sys.path``)."""
+from __future__ import annotations
+
+import os
+import platform
+import time
+from typing import Callable
+
+import torch
+
+import hesskit as hk
+from hesskit import _native
+
+
+def best_times(fns: dict[str, Callable[[], object]], repeats: int, device: str) -> dict[str, float]:
+    """Best wall time (seconds) of each ``fn()`` over ``repeats`` rounds after one warm-up.
+
+    The candidates are timed in turn within each round, so that a slow period of a
+    shared machine hits all of them rather than one.
+    """
+    for fn in fns.values():
+        fn()
+    best = {name: float("inf") for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            if device == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fn()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info(device: str) -> dict:
+    """CPU, threads, versions, the native build, and the GPU's name on ``cuda``."""
+    info = {
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "hesskit": hk.__version__,
+        "device": device,
+        "native": _native.native_available(),
+        "build": _native.build_info() if _native.native_available() else _native.load_error(),
+    }
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
