@@ -2,48 +2,73 @@
 
 Sabanayagam, Behrens, Adomaityte & Dawid, "Unveiling the Hessian's connection to
 the decision boundary" (arXiv 2306.07104). An MLP 2-W-W-C (ReLU) is trained with
-SGD (lr .02, batch 64, cross-entropy) on a 2-D data set, from a normal
-initialization and from an "adversarial" one (the weights of a model first trained
-on random labels). For every setup the full explicit Hessian of the mean training
-loss is formed (``HessianOperator(obj).dense()``) and eigendecomposed, and:
+SGD (lr .02, batch 64, cross-entropy) on a 2-D data set (or 1-10-2 on the 1-D toy
+set) from several initializations. For every setup the full explicit Hessian of
+the mean training loss is formed (``HessianOperator(obj).dense()``) and
+eigendecomposed, and:
 
 - the alignment A_i(x) = <g(x), v_i>/|g(x)| of the loss gradient at the predicted
-  label with each eigenvector (``hk.alignment``) is mapped on a 100x100 input grid;
-  the boundary is reconstructed as R_k(x) = sum_{j<=k} lambda_j |A_j(x)| / sum lambda_j
-  with k the number of outliers (at most 10);
+  label with each eigenvector (``hk.alignment``) is mapped on a 100x100 input grid
+  (1-D: 1000 points); the boundary is reconstructed as
+  R_k(x) = sum_{j<=k} lambda_j |A_j(x)| / sum lambda_j with k the number of
+  outliers (at most 10);
 - outliers: with lambda_1 >= ... >= lambda_P, the number of outliers is the largest
   k <= P/2 with lambda_k - lambda_{k+1} > (lambda_1 - lambda_P)/50: the eigenvalues
   that a gap wider than one bin of the 50-bin histogram separates from the rest;
 - G_theta: the fraction of the P eigenvectors whose maximum |A_i(x_n)| over the
   training points exceeds tau, where tau is the 99th percentile, over 1000 random
   unit directions u, of max_n |<g(x_n), u>|/|g(x_n)|;
-- near the boundary: grid points within 5% of the grid's width of the predicted-
-  class boundary; far: more than 15% away.
+- the boundary: midpoints between neighbouring grid points of different predicted
+  class; near: grid points within 5% of the grid's width of it; far: beyond 15%;
+  its length (2-D) or number of points (1-D) measures its complexity;
+- margin estimate (``hk.analysis.align_inputs``, ``margin_estimate``): every
+  training point climbs |A_1(x)|^2 by gradient ascent on x (300 Adam steps); x_b,
+  the input with the largest |A_1|, should lie on the boundary; the estimate is
+  min(|x_b - x_t^max|, |x_b - x_t^min|), x_t^max/min the training points of
+  largest/smallest A_1 (one on each side). The true margin: the smallest distance
+  of a correctly classified training point to the grid's boundary.
 
-Everything is float64. Setups: "normal" and "adversarial" by default; ``--full``
-adds "random_labels" (the random-label model itself) and "large_norm" (a fresh
-initialization rescaled to the random-label model's norm), and uses the paper's
-width 100 (P = 10 603: a 900 MB Hessian and an eigendecomposition of minutes).
+Everything is float64. Setups: "normal" (fresh initialization); "random_labels"
+(trained on shuffled labels); "adversarial" (initialized at the random-label
+model); "large_norm" (a fresh initialization rescaled to the random-label model's
+norm); "noisy_init" (initialized at a model trained, from the normal run's
+initialization, on the noisy variant of the data set, then trained on the data
+set). Defaults: normal, adversarial and large_norm; normal and noisy_init on
+``checkerboard`` (the paper's Fig. 5); normal on ``toy_1d``; ``--full`` runs every
+setup that applies and uses the paper's width 100 (P = 10 603: a 900 MB Hessian and
+an eigendecomposition of minutes). ``toy_1d`` trains on all six points (no split)
+with the authors' settings: full batch, lr .002, 45 000 epochs; as a network this
+small can stall on an unlucky initialization (seed 0 does), initializations seed,
+seed + 1, ... are drawn until one fits all six points (at most 10; the number used is
+stored as ``init_draws``).
 
 Deviations from the paper, for the CPU budget: the random-label stage (only used
-to make the adversarial initialization) is trained with Adam (lr 3e-3) instead of
-SGD, which does not memorize random labels in a few thousand epochs; the default
-width is 64 (P = 4 547). ``--data digits`` (or ``--dataset mnist --data-root DIR``,
-200 images per class, all of them with ``--full``) runs the image variant (digits
-0/1/7, the small CNN, P of 5 000-7 000: its explicit Hessian takes many minutes on a
-CPU) without the input-grid analyses.
+to make the adversarial and large-norm initializations) is trained with Adam
+(lr 3e-3) instead of SGD, which does not memorize random labels in a few thousand
+epochs; the default width is 64 (P = 4 547). Noisy initialization follows the
+authors' code (their configs start the checkerboard run from the model trained on
+the checkerboard whose class means are +-0.5 instead of +-0.8: same noise draws,
+same split), so it needs a data set with a ``<name>_noisy`` variant (only
+``checkerboard``). The margin search climbs from every training point with Adam
+instead of from one random normal input with SGD and weight decay. ``--data
+digits`` (or ``--dataset mnist --data-root DIR``, 200 images per class, all of them
+with ``--full``) runs the image variant (digits 0/1/7, the small CNN, P of
+5 000-7 000: its explicit Hessian takes many minutes on a CPU) without the
+input-grid analyses. Data sets other than gauss write to
+``results/decision_boundary/<data>/``.
 
     python examples/decision_boundary.py                  # gauss, width 64
+    python examples/decision_boundary.py --data toy_1d    # the 1-D toy set
+    python examples/decision_boundary.py --data checkerboard   # normal vs noisy init
     python examples/decision_boundary.py --full           # width 100, four setups
-    python examples/decision_boundary.py --data circle --width 32
 """
 import contextlib
 import copy
+import os
 import time
 
 import numpy as np
 import torch
-from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 from torch import nn
 from tqdm.auto import tqdm
@@ -51,11 +76,19 @@ from tqdm.auto import tqdm
 import hesskit as hk
 from hesskit.experiments import Claim, ResultStore, experiment_parser, print_claims
 
-SETUPS = ("normal", "random_labels", "adversarial", "large_norm")
-SIZES = {  # width, epochs (true labels), epochs (random labels), grid side, random directions
-    "smoke": dict(width=8, epochs=30, random_epochs=60, grid=25, n_random=200),
-    "default": dict(width=64, epochs=1000, random_epochs=3000, grid=100, n_random=1000),
-    "full": dict(width=100, epochs=3000, random_epochs=10000, grid=100, n_random=1000),
+SETUPS = ("normal", "random_labels", "adversarial", "large_norm", "noisy_init")
+SIZES = {  # width, epochs (true labels), epochs (random labels), grid side, random
+    # directions, margin-search steps
+    "smoke": dict(width=8, epochs=30, random_epochs=60, grid=25, n_random=200, margin_steps=30),
+    "default": dict(width=64, epochs=1000, random_epochs=3000, grid=100, n_random=1000,
+                    margin_steps=300),
+    "full": dict(width=100, epochs=3000, random_epochs=10000, grid=100, n_random=1000,
+                 margin_steps=300),
+}
+TOY = {  # toy_1d: lr .002, full batch; initializations drawn until the fit is complete
+    "smoke": dict(epochs=3000, init_draws=1),
+    "default": dict(epochs=45000, init_draws=10),
+    "full": dict(epochs=45000, init_draws=10),
 }
 BINS = 50          # outlier rule: a gap wider than (lambda_max - lambda_min) / BINS
 NEAR, FAR = 0.05, 0.15   # boundary distance bands, fractions of the grid's width
@@ -72,8 +105,9 @@ def single_thread():
         torch.set_num_threads(old)
 
 
-def load_data(args, size):
-    """Float64 ``(X, y)``, whether the inputs are 2-D points, and the class count."""
+def load_data(args, size, name=None):
+    """Float64 ``(X, y)``, the input dimension of the grid analyses (1, 2 or None), and
+    the class count."""
     if args.dataset or args.data == "digits":   # the image variant: digits 0/1/7
         if args.dataset:
             X, y = hk.data.load_dataset(args.dataset, args.data_root, dtype=torch.float64)
@@ -84,13 +118,28 @@ def load_data(args, size):
         if per_class:
             X, y = hk.data.per_class_subset(X, y, per_class, seed=args.seed)
     else:
-        X, y = hk.data.make_dataset(args.data, seed=args.seed, dtype=torch.float64)
-    return X, y, X.ndim == 2 and X.shape[1] == 2, int(y.max()) + 1
+        X, y = hk.data.make_dataset(name or args.data, seed=args.seed, dtype=torch.float64)
+    grid_dim = X.shape[1] if X.ndim == 2 and X.shape[1] <= 2 else None
+    return X, y, grid_dim, int(y.max()) + 1
+
+
+def default_setups(data, size):
+    noisy = f"{data}_noisy" in hk.data.list_datasets()
+    if size == "full":
+        return [s for s in SETUPS if s != "noisy_init" or noisy]
+    if data == "toy_1d":
+        return ["normal"]
+    if noisy:
+        return ["normal", "noisy_init"]
+    return ["normal", "adversarial"] if data in ("digits", "mnist", "fashion_mnist",
+                                                 "cifar10") else \
+        ["normal", "adversarial", "large_norm"]
 
 
 def make_model(X, n_classes, width):
     if X.ndim == 2:
-        return hk.models.mlp(X.shape[1], (width, width), n_classes).double()
+        hidden = (width,) if X.shape[1] == 1 else (width, width)   # 1-10-C or 2-W-W-C
+        return hk.models.mlp(X.shape[1], hidden, n_classes).double()
     side = X.shape[-1]
     return hk.models.small_cnn(n_classes, X.shape[1], input_size=side,
                                padding=1 if side < 16 else 0).double()
@@ -118,44 +167,46 @@ def train_setups(store, cfg, args, data, n_classes):
     """Trained weights and accuracies of every setup (cached as JSON)."""
     (Xtr, ytr), (Xte, yte) = data["train"], data["test"]
     y_random = hk.data.random_labels(ytr, n_classes, seed=args.seed)
-    models = {}
+    models, draws = {}, {}
 
     def fresh(seed):
         torch.manual_seed(seed)
         return make_model(Xtr, n_classes, cfg["width"])
 
-    def sgd(m):
-        return torch.optim.SGD(m.parameters(), lr=0.02)
+    def sgd_train(m, X, y, desc):
+        return train(m, X, y, cfg["epochs"], torch.optim.SGD(m.parameters(), lr=cfg["lr"]),
+                     args.seed, desc)
 
     def stored(name, build):
         def compute():
             model = build()
             return {"state": model.state_dict(), "train": evaluate(model, Xtr, ytr),
                     "train_random_labels": evaluate(model, Xtr, y_random),
-                    "test": evaluate(model, Xte, yte)}
+                    "test": evaluate(model, Xte, yte), "init_draws": draws.get(name, 1)}
         record = store.cached(f"model_{name}", compute)
         model = fresh(0)
         model.load_state_dict({k: torch.tensor(v, dtype=torch.float64)
                                for k, v in record["state"].items()})
         return model, record
 
-    need_random = {"random_labels", "adversarial", "large_norm"} & set(cfg["setups"])
-    if need_random:
+    if {"random_labels", "adversarial", "large_norm"} & set(cfg["setups"]):
         def random_model():
             m = fresh(args.seed + 1)
             return train(m, Xtr, y_random, cfg["random_epochs"],
                          torch.optim.Adam(m.parameters(), lr=3e-3), args.seed, "random labels")
         models["random_labels"] = stored("random_labels", random_model)
     if "normal" in cfg["setups"]:
-        def normal():
-            m = fresh(args.seed)
-            return train(m, Xtr, ytr, cfg["epochs"], sgd(m), args.seed, "normal")
+        def normal():   # toy_1d: next seed while the fit is incomplete (init_draws tries)
+            for draw in range(cfg["init_draws"]):
+                m = sgd_train(fresh(args.seed + draw), Xtr, ytr, "normal")
+                draws["normal"] = draw + 1
+                if evaluate(m, Xtr, ytr)["accuracy"] == 1:
+                    break
+            return m
         models["normal"] = stored("normal", normal)
     if "adversarial" in cfg["setups"]:
-        def adversarial():
-            m = copy.deepcopy(models["random_labels"][0])
-            return train(m, Xtr, ytr, cfg["epochs"], sgd(m), args.seed, "adversarial init")
-        models["adversarial"] = stored("adversarial", adversarial)
+        models["adversarial"] = stored("adversarial", lambda: sgd_train(
+            copy.deepcopy(models["random_labels"][0]), Xtr, ytr, "adversarial init"))
     if "large_norm" in cfg["setups"]:
         def large_norm():
             m = fresh(args.seed)
@@ -164,8 +215,15 @@ def train_setups(store, cfg, args, data, n_classes):
                 scale = target.norm() / torch.cat([p.flatten() for p in m.parameters()]).norm()
                 for p in m.parameters():
                     p.mul_(scale)
-            return train(m, Xtr, ytr, cfg["epochs"], sgd(m), args.seed, "large norm")
+            return sgd_train(m, Xtr, ytr, "large norm")
         models["large_norm"] = stored("large_norm", large_norm)
+    if "noisy_init" in cfg["setups"]:
+        # the authors' Fig. 5: pre-train on the noisy variant (same initialization as
+        # "normal"), then train on the data set itself
+        Xn, yn = data["train_noisy"]
+        noisy = stored("noisy_data", lambda: sgd_train(fresh(args.seed), Xn, yn, "noisy data"))
+        models["noisy_init"] = stored("noisy_init", lambda: sgd_train(
+            copy.deepcopy(noisy[0]), Xtr, ytr, "noisy init"))
     return {name: models[name] for name in cfg["setups"]}, y_random
 
 
@@ -178,25 +236,38 @@ def count_outliers(values, bins=BINS):
 
 
 def input_grid(X, side):
+    """The grid's axes and its points, ``(side, 1)`` or ``(side * side, 2)`` in row-major
+    order (x varies fastest)."""
     lo, hi = X.min(0).values, X.max(0).values
     pad = 0.15 * (hi - lo)
-    xs = torch.linspace(float(lo[0] - pad[0]), float(hi[0] + pad[0]), side, dtype=torch.float64)
-    ys = torch.linspace(float(lo[1] - pad[1]), float(hi[1] + pad[1]), side, dtype=torch.float64)
-    xx, yy = torch.meshgrid(xs, ys, indexing="xy")
-    return xx, yy, torch.stack([xx.ravel(), yy.ravel()], 1)
+    axes = [torch.linspace(float(lo[i] - pad[i]), float(hi[i] + pad[i]), side,
+                           dtype=torch.float64) for i in range(X.shape[1])]
+    if len(axes) == 1:
+        return axes, axes[0][:, None]
+    xx, yy = torch.meshgrid(axes[0], axes[1], indexing="xy")
+    return axes, torch.stack([xx.ravel(), yy.ravel()], 1)
 
 
-def boundary_distance(pred, xx, yy):
-    """Distance of every grid point to the nearest change of the predicted class."""
-    edge = np.zeros(pred.shape, bool)
-    edge[:, 1:] |= pred[:, 1:] != pred[:, :-1]
-    edge[:, :-1] |= pred[:, 1:] != pred[:, :-1]
-    edge[1:, :] |= pred[1:, :] != pred[:-1, :]
-    edge[:-1, :] |= pred[1:, :] != pred[:-1, :]
-    if not edge.any():
-        return np.full(pred.shape, np.inf), edge
-    dx, dy = float(xx[0, 1] - xx[0, 0]), float(yy[1, 0] - yy[0, 0])
-    return ndimage.distance_transform_edt(~edge, sampling=(dy, dx)), edge
+def boundary_points(pred, axes):
+    """Midpoints between neighbouring grid points whose predicted class differs."""
+    if len(axes) == 1:
+        x = axes[0].numpy()
+        i = np.flatnonzero(pred[1:] != pred[:-1])
+        return ((x[i] + x[i + 1]) / 2)[:, None]
+    xs, ys = (a.numpy() for a in axes)
+    pred = pred.reshape(len(ys), len(xs))
+    r, c = np.nonzero(pred[:, 1:] != pred[:, :-1])
+    across = np.stack([(xs[c] + xs[c + 1]) / 2, ys[r]], 1)
+    r, c = np.nonzero(pred[1:] != pred[:-1])
+    return np.concatenate([across, np.stack([xs[c], (ys[r] + ys[r + 1]) / 2], 1)])
+
+
+def distance_to(points, boundary):
+    """Euclidean distance of every point to the nearest boundary point (inf: none)."""
+    if len(boundary) == 0:
+        return np.full(len(points), np.inf)
+    return torch.cdist(torch.as_tensor(points, dtype=torch.float64).reshape(len(points), -1),
+                       torch.as_tensor(boundary, dtype=torch.float64)).min(1).values.numpy()
 
 
 def analyse(model, Xtr, ytr, cfg, grid, n_classes, seed):
@@ -222,40 +293,72 @@ def analyse(model, Xtr, ytr, cfg, grid, n_classes, seed):
            "train_alignment_top": A_train[:, : min(200, obj.n_params)].abs()}
     if grid is None:
         return out
-    xx, yy, points = grid
-    k = max(5, min(n_out, 10))
+    axes, points = grid
+    k = min(max(5, min(n_out, 10)), obj.n_params)
     A = hk.alignment(obj, V[:, :k], points, batch_size=2500)             # (grid, k)
     with torch.no_grad():
-        pred = model(points).argmax(1).reshape(xx.shape).numpy()
+        outputs = model(points)
+    pred = outputs.argmax(1).numpy()
     k_rec = max(1, min(n_out, k))
     weights = lam[:k_rec].clamp_min(0)
     recon = (A[:, :k_rec].abs() * weights).sum(1) / weights.sum().clamp_min(1e-300)
-    dist, edge = boundary_distance(pred, xx.numpy(), yy.numpy())
-    span = float(max(xx.max() - xx.min(), yy.max() - yy.min()))
-    near, far = (dist <= NEAR * span).ravel(), (dist > FAR * span).ravel()
+    boundary = boundary_points(pred, axes)
+    dist = distance_to(points, boundary)
+    spacing = max(float(a[1] - a[0]) for a in axes)
+    span = max(float(a[-1] - a[0]) for a in axes)
+    near, far = dist <= NEAR * span, dist > FAR * span
     absA = A.abs().numpy()
     n_top = max(1, n_classes - 1)
     ratios = [float(absA[near, i].mean() / absA[far, i].mean()) if near.any() and far.any()
               else float("nan") for i in range(k)]
-    owner = absA[edge.ravel(), :n_top].argmax(1) if edge.any() else np.zeros(0, int)
+    edge = dist <= 0.5 * spacing * (1 + 1e-9)       # the grid points next to the boundary
+    owner = absA[edge, :n_top].argmax(1)
     band = near | far
     auc = float(roc_auc_score(near[band], recon.numpy()[band])) if near.any() and far.any() \
         else float("nan")
-    out.update({"grid_k": k, "grid_alignment": A, "predicted": pred.ravel(),
+    out.update({"grid_k": k, "grid_alignment": A, "predicted": pred,
                 "reconstruction": recon, "reconstruction_k": k_rec,
                 "near_far_ratio": ratios, "reconstruction_auc": auc,
                 "boundary_share": [float((owner == i).mean()) if owner.size else 0.0
                                    for i in range(n_top)],
-                "grid_x": xx[0], "grid_y": yy[:, 0]})
+                "boundary": boundary,   # its length in 2-D (steps x spacing), its size in 1-D
+                "boundary_size": len(boundary) * (spacing if len(axes) == 2 else 1),
+                "alignment_peaks": points[torch.as_tensor(absA.argmax(0))],   # argmax |A_i|
+                "margin": margin(obj, V[:, 0], Xtr, ytr, model, boundary, cfg),
+                "grid_x": axes[0]})
+    if len(axes) == 2:
+        out["grid_y"] = axes[1]
+    else:
+        out["grid_outputs"] = outputs
     return out
 
 
-def figures(store, results, data, is_2d, label):
+def margin(obj, v1, Xtr, ytr, model, boundary, cfg):
+    """The study's margin estimate next to the true margin on the grid."""
+    scale = float((Xtr.max(0).values - Xtr.min(0).values).max())
+    X_opt, a_opt = hk.analysis.align_inputs(obj, v1, Xtr, steps=cfg["margin_steps"],
+                                            lr=0.01 * scale)
+    best = int(a_opt.abs().argmax())
+    x_b = X_opt[best]
+    est = hk.analysis.margin_estimate(obj, v1, x_b, Xtr)
+    with torch.no_grad():
+        correct = (model(Xtr).argmax(1) == ytr).numpy()
+    d_train = distance_to(Xtr, boundary)
+    return {"x_b": x_b, "start": Xtr[best], "alignment_x_b": float(a_opt[best]),
+            "x_b_to_boundary": float(distance_to(x_b[None], boundary)[0]),
+            "estimate": est.margin, "extreme": est,
+            "extreme_to_boundary": [float(d_train[est.index_max]), float(d_train[est.index_min])],
+            "nearest_per_class": [float((Xtr[ytr == c] - x_b).norm(dim=1).min())
+                                  for c in ytr.unique()],
+            "true_margin": float(d_train[correct].min()) if correct.any() else float("nan")}
+
+
+def figures(store, results, data, grid_dim, label):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from hesskit.plotting.boundary import (plot_boundary_maps, plot_eigenvalue_histograms,
-                                           plot_training_alignment)
+    from hesskit.plotting.boundary import (plot_boundary_1d, plot_boundary_maps,
+                                           plot_eigenvalue_histograms, plot_training_alignment)
     paths = []
     fig = plot_eigenvalue_histograms({n: r["eigenvalues"] for n, r in results.items()},
                                      {n: r["n_outliers"] for n, r in results.items()}, bins=BINS,
@@ -268,41 +371,76 @@ def figures(store, results, data, is_2d, label):
         {n: r["G_theta"] for n, r in results.items()},
         title=f"alignment of training points with the eigenvectors ({label})")
     paths.append(store.save_figure(fig, "training_alignment"))
-    if is_2d:
-        Xtr, ytr = data["train"]
-        for name, r in results.items():
+    Xtr, ytr = data["train"]
+    for name, r in results.items():
+        if not grid_dim:
+            break
+        m = r["margin"]
+        marked = {"$x_b$: $g(x) \\parallel v_1$": m["x_b"],
+                  "$x_t^{max}$": Xtr[m["extreme"]["index_max"]],
+                  "$x_t^{min}$": Xtr[m["extreme"]["index_min"]]}
+        title = (f"{name}: {r['n_outliers']} outliers; margin estimate {m['estimate']:.3g}, "
+                 f"true margin {m['true_margin']:.3g} ({label})")
+        if grid_dim == 1:
+            fig = plot_boundary_1d(r["grid_x"], r["grid_outputs"],
+                                   np.asarray(r["grid_alignment"])[:, :5],
+                                   r["eigenvalues"][:5], points=Xtr, point_labels=ytr,
+                                   boundary=r["boundary"], marked=marked, title=title)
+        else:
             xx, yy = np.meshgrid(r["grid_x"], r["grid_y"], indexing="xy")
             fig = plot_boundary_maps(
                 xx, yy, r["predicted"], np.asarray(r["grid_alignment"])[:, :5],
                 r["eigenvalues"][:5], reconstruction=r["reconstruction"],
                 reconstruction_k=r["reconstruction_k"], points=Xtr, point_labels=ytr,
-                title=f"{name}: {r['n_outliers']} outliers ({label})")
-            paths.append(store.save_figure(fig, f"boundary_{name}"))
+                marked=marked, title=title)
+        paths.append(store.save_figure(fig, f"boundary_{name}"))
     plt.close("all")
     return paths
 
 
-def claims_of(results, records, data_name, n_classes, is_2d):
+def claims_of(results, records, data_name, n_classes, grid_dim):
     claims = []
-    if "normal" in results and data_name == "gauss":
-        n = results["normal"]["n_outliers"]
+    normal = results.get("normal")
+    if normal and data_name == "gauss":
+        n = normal["n_outliers"]
         claims.append(Claim(f"normal model on gauss: #outliers = C-1 = {n_classes - 1}",
-                            f"{n} outliers (top: {_fmt(results['normal']['eigenvalues'][:4])})",
+                            f"{n} outliers (top: {_fmt(normal['eigenvalues'][:4])})",
                             n == n_classes - 1))
-    if "normal" in results and is_2d:
-        r = results["normal"]
-        top = r["near_far_ratio"][: max(1, n_classes - 1)]
-        measured = (f"ratios {_fmt(top)}; boundary share {_fmt(r['boundary_share'])}; "
-                    f"reconstruction AUC {r['reconstruction_auc']:.2f}")
+    if normal and grid_dim:
+        top = normal["near_far_ratio"][: max(1, n_classes - 1)]
+        measured = (f"ratios {_fmt(top)}; boundary share {_fmt(normal['boundary_share'])}; "
+                    f"reconstruction AUC {normal['reconstruction_auc']:.2f}")
         if not all(np.isfinite(top)):
             measured = "no boundary on the grid (one predicted class), or no far points"
         claims.append(Claim(
             "top eigenvectors light up the boundary (mean |A_i| near / far, i <= C-1, > 1)",
             measured, all(x > 1 for x in top)))
-    if "normal" in results and "adversarial" in results:
-        a, b = results["normal"]["n_outliers"], results["adversarial"]["n_outliers"]
+    if normal and grid_dim == 1:
+        # 1-D: each boundary point is lit by its own top eigenvector (the paper's Fig. 1)
+        b = np.asarray(normal["boundary"]).reshape(-1)
+        peaks = np.asarray(normal["alignment_peaks"]).reshape(-1)[: len(b)]
+        nearest = [int(np.abs(b - p).argmin()) for p in peaks] if len(b) else []
+        span = float(normal["grid_x"][-1] - normal["grid_x"][0])
+        holds = len(b) > 0 and len(set(nearest)) == len(b) and \
+            all(abs(p - b[j]) <= NEAR * span for p, j in zip(peaks, nearest))
+        claims.append(Claim(
+            "1-D: each of the top m eigenvectors peaks at its own boundary point (m points)",
+            f"boundary at x = {_fmt(b)}; peaks of |A_1..A_m| at x = {_fmt(peaks)}; "
+            f"{normal['n_outliers']} outliers", holds))
+    if normal and "adversarial" in results:
+        a, b = normal["n_outliers"], results["adversarial"]["n_outliers"]
         claims.append(Claim("adversarial init needs more outliers than normal",
                             f"normal {a}, adversarial {b}", b > a))
+    if grid_dim and len(results) >= 2:
+        # the number of outliers grows with the boundary's complexity (its length)
+        order = sorted(results, key=lambda n: results[n]["boundary_size"])
+        size = "length" if grid_dim == 2 else "points"
+        claims.append(Claim(
+            f"more complex boundaries need more outliers (ordered by boundary {size})",
+            "; ".join(f"{n}: {size} {results[n]['boundary_size']:.3g}, "
+                      f"{results[n]['n_outliers']} outliers" for n in order),
+            all(results[a]["n_outliers"] <= results[b]["n_outliers"]
+                for a, b in zip(order, order[1:]))))
     if len(results) >= 2:
         # better generalization: higher test accuracy, ties broken by lower test loss
         order = sorted(results, key=lambda n: (-records[n]["test"]["accuracy"],
@@ -313,6 +451,22 @@ def claims_of(results, records, data_name, n_classes, is_2d):
             "; ".join(f"{n}: test acc {records[n]['test']['accuracy']:.3f}, "
                       f"G={results[n]['G_theta']:.4f}" for n in order),
             all(x < y for x, y in zip(g, g[1:]))))
+    if normal and grid_dim:
+        m = normal["margin"]
+        ratio = m["estimate"] / m["true_margin"] if m["true_margin"] > 0 else float("inf")
+        claims.append(Claim(
+            "margin estimate (x_b: g(x) || v1) within a factor 2 of the true margin",
+            f"estimate {m['estimate']:.3g}, true {m['true_margin']:.3g} (ratio {ratio:.2f}); "
+            f"|A_1(x_b)| = {abs(m['alignment_x_b']):.3f}, x_b {m['x_b_to_boundary']:.3g} from "
+            f"the boundary", 0.5 <= ratio <= 2))
+    if grid_dim and len(results) >= 2:
+        est = {n: r["margin"]["estimate"] for n, r in results.items()}
+        true = {n: r["margin"]["true_margin"] for n, r in results.items()}
+        claims.append(Claim(
+            "margin estimates order the setups as the true margins do",
+            "; ".join(f"{n}: est {est[n]:.3g}, true {true[n]:.3g}"
+                      for n in sorted(results, key=true.get)),
+            sorted(results, key=est.get) == sorted(results, key=true.get)))
     return claims
 
 
@@ -323,36 +477,51 @@ def _fmt(values):
 def main():
     parser = experiment_parser(__doc__.splitlines()[0], "results/decision_boundary")
     parser.add_argument("--data", default="gauss",
-                        choices=[d for d in hk.data.list_datasets() if d != "toy_1d"] + ["digits"],
-                        help="2-D data set, or 'digits' (0/1/7, small CNN)")
-    parser.add_argument("--width", type=int, help="hidden width (default 64; --full 100)")
+                        choices=[d for d in hk.data.list_datasets()] + ["digits"],
+                        help="2-D data set, 'toy_1d' (1-D), or 'digits' (0/1/7, small CNN)")
+    parser.add_argument("--width", type=int,
+                        help="hidden width (default 64; --full 100; toy_1d 10)")
     parser.add_argument("--epochs", type=int, help="epochs of SGD on the true labels")
     parser.add_argument("--setups", help=f"comma-separated subset of {','.join(SETUPS)}")
     args = parser.parse_args()
     size = "smoke" if args.smoke else "full" if args.full else "default"
-    cfg = dict(SIZES[size], setups=["normal", "adversarial"] if size != "full" else list(SETUPS))
+    label = args.dataset or args.data
+    toy = label == "toy_1d"
+    cfg = dict(SIZES[size], setups=default_setups(label, size), lr=0.02, init_draws=1)
+    if toy:   # the authors' settings for the 1-D toy set
+        cfg.update(TOY[size], width=10, lr=0.002)
     cfg.update({k: v for k, v in (("width", args.width), ("epochs", args.epochs)) if v})
     if args.setups:
         cfg["setups"] = [s for s in args.setups.split(",") if s]
         bad = set(cfg["setups"]) - set(SETUPS)
         if bad:
             parser.error(f"--setups: unknown {sorted(bad)}; choose from {SETUPS}")
-    label = args.dataset or args.data
+    if "noisy_init" in cfg["setups"] and f"{label}_noisy" not in hk.data.list_datasets():
+        parser.error(f"--setups noisy_init: {label!r} has no noisy variant ({label}_noisy)")
     cfg.update(size=size, data=label, seed=args.seed)
-    store = ResultStore(args.out, fresh=args.fresh)
+    out = args.out
+    if out == parser.get_default("out") and label != "gauss":
+        out = os.path.join(out, label)
+    store = ResultStore(out, fresh=args.fresh)
     if store.has("config") and store.load("config") != cfg:
         store.fresh = True   # other settings: recompute rather than mix results
         print("settings differ from the stored run: recomputing")
     store.save("config", cfg)
 
-    X, y, is_2d, n_classes = load_data(args, size)
-    train_part, test_part, _validation = hk.data.split(X, y, fractions=(0.5, 0.2, 0.3),
-                                                    seed=args.seed)
+    X, y, grid_dim, n_classes = load_data(args, size)
+    if toy:   # six points: train on all of them, as the authors do
+        train_part = test_part = (X, y)
+    else:
+        train_part, test_part, _validation = hk.data.split(X, y, fractions=(0.5, 0.2, 0.3),
+                                                        seed=args.seed)
     data = {"train": train_part, "test": test_part}
+    if "noisy_init" in cfg["setups"]:   # same noise draws and split, class means closer
+        Xn, yn, _, _ = load_data(args, size, name=f"{label}_noisy")
+        data["train_noisy"] = hk.data.split(Xn, yn, fractions=(0.5, 0.2, 0.3), seed=args.seed)[0]
     print(f"{label}: {len(train_part[0])} training points, {n_classes} classes; "
           f"setups {cfg['setups']}; width {cfg['width']}")
     models, y_random = train_setups(store, cfg, args, data, n_classes)
-    grid = input_grid(X, cfg["grid"]) if is_2d else None
+    grid = input_grid(X, cfg["grid"] * (10 if grid_dim == 1 else 1)) if grid_dim else None
     results, records = {}, {}
     for name, (model, record) in models.items():
         records[name] = record
@@ -365,16 +534,20 @@ def main():
         r = results[name]
         print(f"  P={r['n_params']}: top eigenvalues {_fmt(r['eigenvalues'][:6])}; "
               f"{r['n_outliers']} outliers; G_theta={r['G_theta']:.4f} (tau={r['threshold']:.3f})")
-    paths = figures(store, results, data, is_2d, label)
-    claims = claims_of(results, records, label, n_classes, is_2d)
+        if grid_dim:
+            m = r["margin"]
+            print(f"  margin: estimate {m['estimate']:.3g}, true {m['true_margin']:.3g}; "
+                  f"x_b = ({_fmt(m['x_b'])}), |A_1| = {abs(m['alignment_x_b']):.3f}, "
+                  f"{m['x_b_to_boundary']:.3g} from the boundary")
+    paths = figures(store, results, data, grid_dim, label)
+    claims = claims_of(results, records, label, n_classes, grid_dim)
+    grid_keys = ("near_far_ratio", "reconstruction_auc", "boundary_size", "margin")
     store.save("summary", {
         "config": cfg, "claims": claims,
         "setups": {n: {"train": records[n]["train"], "test": records[n]["test"],
                        "n_outliers": results[n]["n_outliers"], "G_theta": results[n]["G_theta"],
                        "top_eigenvalues": results[n]["eigenvalues"][:20],
-                       **({"near_far_ratio": results[n]["near_far_ratio"],
-                           "reconstruction_auc": results[n]["reconstruction_auc"]}
-                          if is_2d else {})}
+                       **({k: results[n][k] for k in grid_keys} if grid_dim else {})}
                    for n in results}})
     print("figures: " + ", ".join(str(p) for p in paths))
     print_claims(claims, title=f"Sabanayagam et al. (arXiv 2306.07104), {label}, {size} run")

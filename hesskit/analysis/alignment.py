@@ -12,19 +12,26 @@ a single input :math:`x` points along each top Hessian eigenvector :math:`v_i`:
 with :math:`\\hat y(x) = \\arg\\max_c f_\\theta(x)_c` the predicted label. On a grid
 of inputs, :math:`|A_i|` lights up the part of the decision boundary that
 eigenvector :math:`v_i` encodes.
+
+The same cosine, maximized over the input, gives the study's margin estimate
+(:func:`align_inputs`, :func:`margin_estimate`): an input :math:`x_b` whose
+gradient is parallel to :math:`v_1` lies on the part of the boundary that
+:math:`v_1` encodes, and its distance to the training points most aligned with
+:math:`v_1` (one on each side) estimates the margin.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Optional, Union
 
 import torch
 from torch import Tensor
-from torch.func import grad, vmap
+from torch.func import grad, grad_and_value, vmap
 
 from hesskit.objective import Objective
 
-__all__ = ["alignment"]
+__all__ = ["alignment", "align_inputs", "margin_estimate", "MarginEstimate"]
 
 _LABELS = ("predicted", "true")
 #: Bytes of per-input gradients one vectorized pass holds by default.
@@ -112,6 +119,172 @@ def alignment(obj: Objective, eigenvectors: Tensor, inputs: Tensor,
             safe = torch.where(norms > 0, norms, torch.ones_like(norms))
             out.append(torch.where(norms[:, None] > 0, (G.T @ V) / safe[:, None], 0.0))
     return torch.cat(out)
+
+
+def align_inputs(obj: Objective, vector: Tensor, start: Tensor, *, steps: int = 300,
+                 lr: float = 0.01,
+                 label: Union[str, Tensor] = "predicted") -> tuple[Tensor, Tensor]:
+    """Move inputs until their loss gradient is parallel to a direction.
+
+    The first step of the margin estimate of Sabanayagam et al. (arXiv 2306.07104,
+    Sec. 5): find an input :math:`x_b` whose per-input gradient :math:`g(x)` (as in
+    :func:`alignment`) is parallel to the top eigenvector :math:`v_1`. Every start
+    :math:`x^{(0)}` climbs the squared cosine
+
+    .. math::
+
+        c(x) = A(x)^2 = \\frac{\\langle g(x), v \\rangle^2}{\\lVert g(x) \\rVert^2} \\in [0, 1]
+
+    by Adam gradient ascent on :math:`x` (``steps`` steps, learning rate ``lr``
+    annealed to 0 by a cosine schedule). The gradient :math:`\\nabla_x c` is a mixed
+    second derivative of the loss (parameters, then input), taken with
+    ``torch.func`` (``grad`` of a function of ``grad``) and vectorized over the
+    starts. With ``label="predicted"`` the label is re-read from the model at every
+    step, so an input may cross the decision boundary. (The authors climb :math:`c`
+    from one random normal start with SGD and weight decay; here many starts, e.g.
+    the training points, climb at once, and ``lr`` is in the units of the inputs.)
+
+    Args:
+        obj: the objective (model, loss function, parameter selection; its data is
+            not used), ``mode="eval"``.
+        vector: ``(P,)`` or ``(P, 1)`` unit vector, e.g. the top Hessian eigenvector.
+        start: ``(m, ...)`` starting inputs, shaped as the model expects.
+        steps: ascent steps.
+        lr: Adam's learning rate, in the units of the inputs (roughly the largest
+            distance moved per step).
+        label: ``"predicted"`` or a tensor of labels (one for all, or ``(m, ...)``).
+
+    Returns:
+        ``(inputs, alignments)``: the ``(m, ...)`` final inputs and their ``(m,)``
+        signed alignments :math:`A(x)` with ``vector`` (as :func:`alignment` gives).
+
+    Raises:
+        ValueError: a train-mode objective, more than one direction, wrong shapes,
+            non-positive ``steps`` or ``lr``.
+        TypeError: arguments of the wrong type.
+
+    Example:
+        >>> v1 = torch.linalg.eigh(hk.HessianOperator(obj).dense())[1][:, -1]
+        >>> x, a = align_inputs(obj, v1, X_train)
+        >>> x_b = x[a.abs().argmax()]             # gradient most parallel to v1
+    """
+    if obj.mode != "eval":
+        raise ValueError("obj: align_inputs needs an objective with mode='eval', got "
+                         f"mode={obj.mode!r}")
+    v = _check_eigenvectors(obj, vector)
+    if v.shape[1] != 1:
+        raise ValueError(f"vector: expected one direction (P,) or (P, 1), got shape "
+                         f"{tuple(vector.shape)}")
+    if not isinstance(start, Tensor):
+        raise TypeError(f"start: expected a torch.Tensor, got {type(start).__name__}")
+    if start.ndim == 0 or start.shape[0] == 0:
+        raise ValueError(f"start: expected a non-empty batch (m, ...), got shape "
+                         f"{tuple(start.shape)}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps: expected a positive int, got {steps!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        raise ValueError(f"lr: expected a positive number, got {lr!r}")
+    params = tuple(p.detach() for p in obj.params)
+    directions = obj.unflatten(v[:, 0])
+    tiny = torch.finfo(obj.dtype).tiny
+
+    def one_loss(ps, x, y):
+        return obj.loss_fn(obj.forward(ps, x.unsqueeze(0)), y.unsqueeze(0)).reshape(())
+
+    def squared_cosine(x, y):
+        g = grad(one_loss)(params, x, y)
+        dot = sum((gi * vi).sum() for gi, vi in zip(g, directions))
+        return dot**2 / (sum((gi * gi).sum() for gi in g) + tiny)
+
+    ascent_direction = vmap(grad_and_value(squared_cosine))
+    x = start.detach().to(device=obj.device, dtype=obj.dtype).clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([x], lr=float(lr), maximize=True)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    with obj.evaluation():
+        for _ in range(steps):
+            labels = _labels(obj, x.detach(), label, None, x.shape[0])
+            x.grad, _ = ascent_direction(x.detach(), labels)
+            optimizer.step()
+            schedule.step()
+    x = x.detach()
+    return x, alignment(obj, v, x, label)[:, 0]
+
+
+@dataclass(frozen=True)
+class MarginEstimate:
+    """The margin estimate of Sabanayagam et al. and how it was formed.
+
+    Attributes:
+        margin: :math:`\\min(d_{\\max}, d_{\\min})`, the estimated margin.
+        index_max, index_min: the training points with the largest and the
+            smallest (most negative) alignment :math:`A_1(x_n)`.
+        distance_max, distance_min: their Euclidean distances to :math:`x_b`.
+        alignment_max, alignment_min: their alignments.
+    """
+
+    margin: float
+    index_max: int
+    index_min: int
+    distance_max: float
+    distance_min: float
+    alignment_max: float
+    alignment_min: float
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def margin_estimate(obj: Objective, vector: Tensor, boundary_input: Tensor,
+                    inputs: Tensor) -> MarginEstimate:
+    """Estimate the margin from an input whose gradient is parallel to ``vector``.
+
+    Sabanayagam et al. (arXiv 2306.07104, Sec. 5): with :math:`x_b` an input whose
+    gradient is parallel to the top eigenvector :math:`v_1` (:func:`align_inputs`),
+    a point of the boundary part that :math:`v_1` encodes, and :math:`x_t^{\\max}`,
+    :math:`x_t^{\\min}` the training points whose gradients are most aligned and
+    most anti-aligned with :math:`v_1` (the largest and smallest :math:`A_1(x_n)`:
+    the extreme points, one on each side of that boundary part),
+
+    .. math::
+
+        \\hat m = \\min\\big(\\lVert x_t^{\\max} - x_b \\rVert,\\
+                            \\lVert x_t^{\\min} - x_b \\rVert\\big).
+
+    Distances are Euclidean over the flattened inputs.
+
+    Args:
+        obj: the objective, ``mode="eval"``.
+        vector: ``(P,)`` or ``(P, 1)`` unit vector (:math:`v_1`).
+        boundary_input: one input :math:`x_b`, shaped like one row of ``inputs``.
+        inputs: ``(n, ...)`` training inputs.
+
+    Returns:
+        A :class:`MarginEstimate`.
+
+    Raises:
+        ValueError: wrong shapes (see :func:`alignment`).
+
+    Example:
+        >>> x, a = align_inputs(obj, v1, X_train)
+        >>> margin_estimate(obj, v1, x[a.abs().argmax()], X_train).margin
+    """
+    if not isinstance(boundary_input, Tensor) or not isinstance(inputs, Tensor):
+        raise TypeError("boundary_input, inputs: expected torch.Tensors")
+    if tuple(boundary_input.shape) != tuple(inputs.shape[1:]):
+        raise ValueError(f"boundary_input: expected one input of shape {tuple(inputs.shape[1:])}, "
+                         f"got {tuple(boundary_input.shape)}")
+    a = alignment(obj, vector, inputs)
+    if a.shape[1] != 1:
+        raise ValueError(f"vector: expected one direction (P,) or (P, 1), got shape "
+                         f"{tuple(vector.shape)}")
+    a = a[:, 0]
+    i_max, i_min = int(a.argmax()), int(a.argmin())
+    xb = boundary_input.to(device=inputs.device, dtype=inputs.dtype).reshape(-1)
+    d_max = float((inputs[i_max].reshape(-1) - xb).norm())
+    d_min = float((inputs[i_min].reshape(-1) - xb).norm())
+    return MarginEstimate(margin=min(d_max, d_min), index_max=i_max, index_min=i_min,
+                          distance_max=d_max, distance_min=d_min,
+                          alignment_max=float(a[i_max]), alignment_min=float(a[i_min]))
 
 
 def _check_eigenvectors(obj: Objective, eigenvectors) -> Tensor:

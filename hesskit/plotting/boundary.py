@@ -3,7 +3,11 @@
 - :func:`plot_boundary_maps`: the model's decision regions, the boundary
   reconstructed from the top eigenvectors, and the alignment maps
   :math:`|A_i(x)|` of the top eigenvectors (each titled with :math:`\\lambda_i`),
-  with the decision boundary drawn on every panel;
+  with the decision boundary drawn on every panel, and optionally marked points
+  (e.g. the input of the margin estimate and the extreme training points);
+- :func:`plot_boundary_1d`: the same for one input dimension (the study's toy
+  set): the decision function along :math:`x`, the alignments
+  :math:`|A_i(x)|`, and the training data, the boundary points marked;
 - :func:`plot_eigenvalue_histograms`: the Hessian spectrum of each setup as a
   histogram with a logarithmic count axis, the outliers marked;
 - :func:`plot_training_alignment`: the alignment of every training point with
@@ -19,7 +23,11 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["plot_boundary_maps", "plot_eigenvalue_histograms", "plot_training_alignment"]
+__all__ = ["plot_boundary_maps", "plot_boundary_1d", "plot_eigenvalue_histograms",
+           "plot_training_alignment"]
+
+#: Marker styles of the ``marked`` point sets, in order.
+MARKERS = ("*", "P", "X", "D", "^", "v")
 
 
 def _np(x, name: str) -> np.ndarray:
@@ -34,7 +42,8 @@ def _np(x, name: str) -> np.ndarray:
 
 def plot_boundary_maps(xx, yy, predicted, alignments, eigenvalues, *, reconstruction=None,
                        reconstruction_k: Optional[int] = None, points=None, point_labels=None,
-                       ncols: int = 4, title: Optional[str] = None):
+                       marked: Optional[Mapping[str, Sequence]] = None, ncols: int = 4,
+                       title: Optional[str] = None):
     """Decision regions, boundary reconstruction and alignment maps on a 2-D grid.
 
     Args:
@@ -47,6 +56,9 @@ def plot_boundary_maps(xx, yy, predicted, alignments, eigenvalues, *, reconstruc
             :math:`\\sum_{j\\le k} \\lambda_j |A_j(x)|`, drawn in the second panel.
         reconstruction_k: how many eigenvectors the reconstruction used (title).
         points, point_labels: optional ``(m, 2)`` training inputs and their labels.
+        marked: optional legend label -> ``(j, 2)`` (or one ``(2,)``) points, drawn
+            with large markers on the decision-region panel (e.g. the margin
+            estimate's :math:`x_b` and extreme training points).
         ncols: panels per row.
         title: the figure title.
 
@@ -88,6 +100,12 @@ def plot_boundary_maps(xx, yy, predicted, alignments, eigenvalues, *, reconstruc
     ax = axes[0]
     ax.pcolormesh(xx, yy, pred, cmap="tab10", vmin=0, vmax=9, alpha=0.45, shading="auto")
     draw_boundary(ax, "k")
+    for (name, where), marker in zip((marked or {}).items(), MARKERS):
+        where = _np(where, f"marked[{name!r}]").reshape(-1, 2)
+        ax.scatter(where[:, 0], where[:, 1], s=90, marker=marker, c="w", edgecolors="k",
+                   linewidths=1.0, label=name, zorder=5)
+    if marked:
+        ax.legend(fontsize=7, loc="best", framealpha=0.8)
     ax.set_title("decision regions", fontsize=10)
     i = 1
     if reconstruction is not None:
@@ -115,6 +133,99 @@ def plot_boundary_maps(xx, yy, predicted, alignments, eigenvalues, *, reconstruc
             ax.set_xlabel("$x_1$")
     if mesh is not None:
         fig.colorbar(mesh, ax=axes[:i].tolist(), label="$|A_i(x)|$", shrink=0.8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_boundary_1d(x, outputs, alignments, eigenvalues, *, points=None, point_labels=None,
+                     boundary=None, marked: Optional[Mapping[str, Sequence]] = None,
+                     title: Optional[str] = None):
+    """Decision function, alignments and data along a 1-D input grid.
+
+    The 1-D picture of Sabanayagam et al. (arXiv 2306.07104, Fig. 1): three panels
+    sharing the input axis,
+
+    1. the network's outputs :math:`f(x)_c` for every class :math:`c` (the decision
+       function), the predicted class shaded;
+    2. the alignments :math:`|A_i(x)|` of the top eigenvectors, one line each,
+       labelled with :math:`\\lambda_i`;
+    3. the training data on a line, coloured by class, and the ``marked`` points.
+
+    The boundary points (where the predicted class changes) are dotted vertical
+    lines on every panel.
+
+    Args:
+        x: ``(n,)`` increasing grid of inputs.
+        outputs: ``(n, C)`` network outputs on the grid.
+        alignments: ``(n, k)`` alignments :math:`A_i(x)` (absolute values drawn).
+        eigenvalues: ``(k,)`` the matching eigenvalues (legend).
+        points, point_labels: optional ``(m,)`` or ``(m, 1)`` training inputs and labels.
+        boundary: optional boundary points (default: midpoints of the grid cells
+            where the arg-max of ``outputs`` changes).
+        marked: optional legend label -> input positions, drawn on the data panel.
+        title: the figure title.
+
+    Returns:
+        The matplotlib ``Figure``.
+    """
+    import matplotlib.pyplot as plt
+
+    x = _np(x, "x").reshape(-1)
+    out = _np(outputs, "outputs")
+    A = np.abs(_np(alignments, "alignments"))
+    if out.ndim != 2 or out.shape[0] != x.size:
+        raise ValueError(f"outputs: expected shape ({x.size}, C), got {out.shape}")
+    if A.ndim != 2 or A.shape[0] != x.size:
+        raise ValueError(f"alignments: expected shape ({x.size}, k), got {A.shape}")
+    lam = _np(eigenvalues, "eigenvalues").reshape(-1)
+    if lam.size != A.shape[1]:
+        raise ValueError(f"eigenvalues: expected {A.shape[1]} values, got {lam.size}")
+    pred = out.argmax(1)
+    if boundary is None:
+        change = np.flatnonzero(pred[1:] != pred[:-1])
+        boundary = (x[change] + x[change + 1]) / 2
+    boundary = _np(boundary, "boundary").reshape(-1)
+    fig, axes = plt.subplots(3, 1, figsize=(7.5, 6.4), sharex=True, layout="constrained",
+                             gridspec_kw={"height_ratios": [1.2, 1.2, 0.5]})
+    ax = axes[0]
+    cmap = plt.get_cmap("tab10")
+    edges = np.concatenate([[x[0]], (x[1:] + x[:-1]) / 2, [x[-1]]])
+    for c in range(out.shape[1]):
+        ax.plot(x, out[:, c], color=cmap(c), label=f"$f(x)_{{{c}}}$")
+    runs = np.concatenate([[0], np.flatnonzero(pred[1:] != pred[:-1]) + 1, [x.size]])
+    for a, b in zip(runs[:-1], runs[1:]):   # the predicted class, shaded run by run
+        ax.axvspan(edges[a], edges[b], color=cmap(pred[a]), alpha=0.12, lw=0)
+    ax.set_ylabel("decision function")
+    ax.legend(fontsize=7, loc="best")
+    ax = axes[1]
+    for i in range(A.shape[1]):
+        ax.plot(x, A[:, i], lw=1.4 if i < 2 else 0.9,
+                label=f"$|A_{{{i + 1}}}(x)|$, $\\lambda_{{{i + 1}}}$ = {lam[i]:.3g}")
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("alignment")
+    ax.legend(fontsize=7, loc="best")
+    ax = axes[2]
+    ax.axhline(0, color="0.6", lw=0.8, zorder=0)
+    if points is not None:
+        pts = _np(points, "points").reshape(-1)
+        lab = _np(point_labels, "point_labels") if point_labels is not None else None
+        ax.scatter(pts, np.zeros_like(pts), c=lab, cmap="tab10", vmin=0, vmax=9, s=50,
+                   edgecolors="k", linewidths=0.5, zorder=3)
+    for (name, where), marker in zip((marked or {}).items(), MARKERS):
+        where = _np(where, f"marked[{name!r}]").reshape(-1)
+        ax.scatter(where, np.full(where.size, 0.5), s=80, marker=marker, c="w",
+                   edgecolors="k", linewidths=1.0, label=name, zorder=4)
+    if marked:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_ylim(-1, 1)
+    ax.set_yticks([])
+    ax.set_ylabel("data")
+    ax.set_xlabel("input $x$")
+    for ax in axes:
+        for b in boundary:
+            ax.axvline(b, color="k", ls=":", lw=1)
+    axes[0].set_xlim(x[0], x[-1])
     if title:
         fig.suptitle(title)
     return fig

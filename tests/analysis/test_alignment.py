@@ -1,11 +1,11 @@
-"""alignment against a per-input loop with autograd."""
+"""alignment against a per-input loop with autograd; the margin search and estimate."""
 import importlib
 
 import pytest
 import torch
 from torch import nn
 
-from hesskit.analysis.alignment import alignment
+from hesskit.analysis.alignment import align_inputs, alignment, margin_estimate
 from hesskit.objective import Objective
 from helpers import SmallCNN, mlp
 
@@ -131,3 +131,88 @@ def test_default_chunks_follow_the_memory_budget(monkeypatch):
     whole = alignment(obj, V, X)
     monkeypatch.setattr(module, "GRADIENT_BYTES", obj.n_params * 8 * 3)  # 3 inputs a pass
     torch.testing.assert_close(alignment(obj, V, X), whole, rtol=1e-12, atol=1e-14)
+
+
+def _logistic(seed=0):
+    """A 2-class linear softmax model: g(x) at either label is +-p (e_1 - e_0) x [x, 1],
+    so |cos(g(x), v)| = 1 exactly at the x* that v is built from."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(2, 2)).double()
+    X = torch.randn(12, 2, dtype=torch.float64)
+    obj = Objective(model, nn.CrossEntropyLoss(), (X, (X[:, 0] > 0).long()))
+    x_star = torch.tensor([0.7, -1.3], dtype=torch.float64)
+    u = torch.tensor([-1.0, 1.0], dtype=torch.float64)
+    v = torch.cat([torch.outer(u, x_star).reshape(-1), u])   # weight rows, then bias
+    return obj, X, x_star, v / v.norm()
+
+
+def test_align_inputs_finds_the_parallel_input():
+    obj, X, x_star, v = _logistic()
+    start = X[:5].clone()
+    x, a = align_inputs(obj, v, start, steps=400, lr=0.05)
+    assert x.shape == (5, 2) and a.shape == (5,)
+    torch.testing.assert_close(x, x_star.expand(5, 2), rtol=0, atol=1e-4)
+    torch.testing.assert_close(a.abs(), torch.ones(5, dtype=torch.float64), rtol=0, atol=1e-8)
+    torch.testing.assert_close(a, alignment(obj, v, x)[:, 0])       # signed, predicted label
+    torch.testing.assert_close(start, X[:5])                         # the starts untouched
+
+
+def test_align_inputs_climbs_on_an_mlp_and_leaves_the_model_alone():
+    model = mlp(nn.Tanh, (2, 8, 3)).double()
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(10, 2, generator=g, dtype=torch.float64)
+    obj = Objective(model, nn.CrossEntropyLoss(), (X, torch.zeros(10, dtype=torch.long)))
+    v = torch.randn(obj.n_params, generator=g, dtype=torch.float64)
+    v = v / v.norm()
+    before = [p.detach().clone() for p in model.parameters()]
+    a0 = alignment(obj, v, X)[:, 0].abs()
+    x, a = align_inputs(obj, v, X, steps=100, lr=0.05, label=torch.tensor(1))
+    assert bool((a.abs() >= a0 - 1e-9).all()) and float(a.abs().mean()) > float(a0.mean())
+    torch.testing.assert_close(a, alignment(obj, v, x, label=torch.tensor(1))[:, 0])
+    assert all(torch.equal(p, q) and p.grad is None for p, q in zip(model.parameters(), before))
+
+
+def test_margin_estimate_uses_the_extreme_training_points():
+    model = mlp(nn.ReLU, (2, 6, 2)).double()
+    g = torch.Generator().manual_seed(4)
+    X = torch.randn(15, 2, generator=g, dtype=torch.float64)
+    obj = Objective(model, nn.CrossEntropyLoss(), (X, torch.zeros(15, dtype=torch.long)))
+    v = torch.randn(obj.n_params, generator=g, dtype=torch.float64)
+    v = v / v.norm()
+    with torch.no_grad():
+        predicted = model(X).argmax(1)
+    a = _loop_alignment(model, nn.CrossEntropyLoss(), X, predicted, v[:, None])[:, 0]
+    x_b = torch.tensor([0.1, -0.2], dtype=torch.float64)
+    est = margin_estimate(obj, v, x_b, X)
+    i, j = int(a.argmax()), int(a.argmin())
+    assert (est.index_max, est.index_min) == (i, j)
+    assert est.alignment_max == pytest.approx(float(a[i])) and est.alignment_min == pytest.approx(
+        float(a[j]))
+    assert est.distance_max == pytest.approx(float((X[i] - x_b).norm()))
+    assert est.distance_min == pytest.approx(float((X[j] - x_b).norm()))
+    assert est.margin == min(est.distance_max, est.distance_min)
+    assert set(est.to_dict()) == {"margin", "index_max", "index_min", "distance_max",
+                                  "distance_min", "alignment_max", "alignment_min"}
+
+
+def test_align_inputs_and_margin_estimate_bad_arguments():
+    obj, X, _, v = _logistic()
+    with pytest.raises(ValueError, match="one direction"):
+        align_inputs(obj, torch.stack([v, v], 1), X)
+    with pytest.raises(ValueError, match="unit-norm"):
+        align_inputs(obj, 2 * v, X)
+    with pytest.raises(ValueError, match="steps"):
+        align_inputs(obj, v, X, steps=0)
+    with pytest.raises(ValueError, match="lr"):
+        align_inputs(obj, v, X, lr=-1.0)
+    with pytest.raises(ValueError, match="start"):
+        align_inputs(obj, v, X[:0])
+    with pytest.raises(TypeError, match="start"):
+        align_inputs(obj, v, X.numpy())
+    train_obj = Objective(obj.model, nn.CrossEntropyLoss(), (X, (X[:, 0] > 0).long()), mode="train")
+    with pytest.raises(ValueError, match="mode='eval'"):
+        align_inputs(train_obj, v, X)
+    with pytest.raises(ValueError, match="boundary_input"):
+        margin_estimate(obj, v, torch.zeros(3, dtype=torch.float64), X)
+    with pytest.raises(ValueError, match="one direction"):
+        margin_estimate(obj, torch.stack([v, v], 1), X[0], X)

@@ -47,27 +47,67 @@ def check_claims(summary):
         assert isinstance(claim["holds"], bool)
 
 
+def check_boundary_analysis(out, name, dim):
+    """One setup's stored analysis: spectrum, G_theta, grid quantities and the margin."""
+    a = load(out, f"analysis_{name}")
+    lam = a["eigenvalues"]
+    assert len(lam) == a["n_params"] and finite(lam)
+    assert all(x >= y for x, y in zip(lam, lam[1:])), "eigenvalues not descending"
+    assert 0 <= a["n_outliers"] <= a["n_params"] // 2
+    assert 0.0 <= a["G_theta"] <= 1.0 and 0.0 < a["threshold"] <= 1.0
+    assert len(a["max_alignment"]) == a["n_params"]
+    n_grid = len(a["grid_x"]) ** dim
+    assert len(a["grid_alignment"]) == n_grid == len(a["predicted"])
+    assert all(abs(v) <= 1 + 1e-9 for row in a["grid_alignment"] for v in row)
+    assert all(len(p) == dim for p in a["boundary"])
+    m = a["margin"]
+    assert len(m["x_b"]) == dim and abs(m["alignment_x_b"]) <= 1 + 1e-9
+    e = m["extreme"]
+    assert m["estimate"] == min(e["distance_max"], e["distance_min"]) >= 0
+    assert e["alignment_max"] >= e["alignment_min"]
+    assert m["true_margin"] >= 0 and m["x_b_to_boundary"] >= 0
+    return a
+
+
 def test_decision_boundary_smoke(tmp_path):
     out = tmp_path / "decision_boundary"
     run_script("decision_boundary.py", out)
     summary = load(out, "summary")
     check_claims(summary)
-    assert set(summary["setups"]) == {"normal", "adversarial"}
-    for name in ("normal", "adversarial"):
-        a = load(out, f"analysis_{name}")
-        lam = a["eigenvalues"]
-        assert len(lam) == a["n_params"] and finite(lam)
-        assert all(x >= y for x, y in zip(lam, lam[1:])), "eigenvalues not descending"
-        assert 0 <= a["n_outliers"] <= a["n_params"] // 2
-        assert 0.0 <= a["G_theta"] <= 1.0 and 0.0 < a["threshold"] <= 1.0
-        side = len(a["grid_x"])
-        assert len(a["grid_alignment"]) == side * side == len(a["predicted"])
-        assert all(abs(v) <= 1 + 1e-9 for row in a["grid_alignment"] for v in row)
-        assert len(a["max_alignment"]) == a["n_params"]
+    setups = ("normal", "adversarial", "large_norm")
+    assert set(summary["setups"]) == set(setups)
+    for name in setups:
+        a = check_boundary_analysis(out, name, dim=2)
         assert summary["setups"][name]["G_theta"] == a["G_theta"]
+        assert summary["setups"][name]["margin"]["estimate"] == a["margin"]["estimate"]
+    assert any(c["claim"].startswith("margin estimate") for c in summary["claims"])
     for fig in ("eigenvalue_histograms", "training_alignment", "boundary_normal",
-                "boundary_adversarial"):
+                "boundary_adversarial", "boundary_large_norm"):
         assert (out / f"{fig}.png").stat().st_size > 1000
+
+
+def test_decision_boundary_toy_1d_smoke(tmp_path):
+    out = tmp_path / "toy"
+    run_script("decision_boundary.py", out, "--data", "toy_1d")
+    summary = load(out, "summary")
+    check_claims(summary)
+    assert list(summary["setups"]) == ["normal"]
+    assert summary["config"]["width"] == 10
+    a = check_boundary_analysis(out, "normal", dim=1)
+    assert a["n_params"] == 1 * 10 + 10 + 10 * 2 + 2            # the 1-10-2 network
+    assert len(a["grid_outputs"]) == len(a["grid_x"]) and len(a["grid_outputs"][0]) == 2
+    assert any(c["claim"].startswith("1-D") for c in summary["claims"])
+    assert (out / "boundary_normal.png").stat().st_size > 1000
+
+
+def test_decision_boundary_checkerboard_noisy_init_smoke(tmp_path):
+    out = tmp_path / "checkerboard"
+    run_script("decision_boundary.py", out, "--data", "checkerboard")
+    summary = load(out, "summary")
+    assert set(summary["setups"]) == {"normal", "noisy_init"}
+    assert load(out, "model_noisy_data")["state"]     # the pre-training on the noisy set
+    for name in ("normal", "noisy_init"):
+        check_boundary_analysis(out, name, dim=2)
 
 
 def test_hessian_rank_smoke(tmp_path):
