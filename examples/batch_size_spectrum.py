@@ -29,14 +29,14 @@ the training set, Hessian on 5 000 training images.
     python examples/batch_size_spectrum.py
     python examples/batch_size_spectrum.py --dataset cifar10 --data-root ~/data --full
 """
-import contextlib
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 import hesskit as hk
-from hesskit.experiments import Claim, ResultStore, experiment_parser, print_claims
+from hesskit.experiments import Claim, ResultStore, experiment_parser, num_threads, print_claims
+from hesskit.spectral import count_outliers
 
 SIZES = {
     "smoke": dict(width_mult=1 / 16, epochs=1, n_train=512, n_hessian=256, grid=5),
@@ -46,16 +46,6 @@ SIZES = {
 BATCH_SIZES = (128, 256, 512, 1024)
 BINS = 50
 RADIUS = 0.3
-
-
-@contextlib.contextmanager
-def threads(n):
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def load_data(args, cfg):
@@ -109,20 +99,12 @@ def evaluate(model, X, y):
             "loss": nn.functional.cross_entropy(out, y).item()}
 
 
-def count_outliers(values, bins=BINS):
-    """The largest k <= P/2 with lambda_k - lambda_{k+1} > (lambda_1 - lambda_P) / bins."""
-    lam = torch.as_tensor(values, dtype=torch.float64).sort(descending=True).values
-    gaps = (lam[:-1] - lam[1:])[: max(1, lam.numel() // 2)]
-    wide = torch.nonzero(gaps > (lam[0] - lam[-1]) / bins).flatten()
-    return int(wide.max()) + 1 if wide.numel() else 0
-
-
 def run_batch_size(store, cfg, args, batch_size, train_data, test_data, hess_data, n_classes):
     """Train at one batch size, then the final-layer Hessian and the loss surface."""
     def compute():
         torch.manual_seed(args.seed)
         model = make_model(n_classes, train_data[0].shape[1], cfg["width_mult"])
-        with threads(1):   # small convolutions: one thread is faster on a busy CPU
+        with num_threads(1):   # small convolutions: one thread is faster on a busy CPU
             train(model, *train_data, batch_size, cfg["epochs"], args.seed)
         # The study's Hessian: the final dense weight only (C x width), exact.
         obj = hk.Objective(model, nn.CrossEntropyLoss(), hess_data,
@@ -142,7 +124,7 @@ def run_batch_size(store, cfg, args, batch_size, train_data, test_data, hess_dat
         rise = (surface.loss - surface.base_loss).mean().item()
         return {"train": evaluate(model, *train_data), "test": evaluate(model, *test_data),
                 "n_params_hessian": obj.n_params, "eigenvalues": lam,
-                "top_eigenvalues": lam[:20], "n_outliers": count_outliers(lam),
+                "top_eigenvalues": lam[:20], "n_outliers": count_outliers(lam, BINS),
                 "landscape": surface, "sharpness_mean_rise": rise,
                 "hessian_loss": obj.loss().item(), "head_loss": surface.base_loss}
     return store.cached(f"batch_{batch_size}", compute)

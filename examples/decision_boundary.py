@@ -62,7 +62,6 @@ input-grid analyses. Data sets other than gauss write to
     python examples/decision_boundary.py --data checkerboard   # normal vs noisy init
     python examples/decision_boundary.py --full           # width 100, four setups
 """
-import contextlib
 import copy
 import os
 import time
@@ -74,7 +73,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import hesskit as hk
-from hesskit.experiments import Claim, ResultStore, experiment_parser, print_claims
+from hesskit.experiments import Claim, ResultStore, experiment_parser, num_threads, print_claims
+from hesskit.spectral import count_outliers
 
 SETUPS = ("normal", "random_labels", "adversarial", "large_norm", "noisy_init")
 SIZES = {  # width, epochs (true labels), epochs (random labels), grid side, random
@@ -92,17 +92,6 @@ TOY = {  # toy_1d: lr .002, full batch; initializations drawn until the fit is c
 }
 BINS = 50          # outlier rule: a gap wider than (lambda_max - lambda_min) / BINS
 NEAR, FAR = 0.05, 0.15   # boundary distance bands, fractions of the grid's width
-
-
-@contextlib.contextmanager
-def single_thread():
-    """Tiny models train much faster on one thread (no synchronization overhead)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def load_data(args, size, name=None):
@@ -147,7 +136,7 @@ def make_model(X, n_classes, width):
 
 def train(model, X, y, epochs, optimizer, seed, desc):
     g = torch.Generator().manual_seed(seed)
-    with single_thread():
+    with num_threads(1):
         for _ in tqdm(range(epochs), desc=desc, unit="epoch", leave=False):
             for idx in torch.randperm(len(X), generator=g).split(64):
                 optimizer.zero_grad()
@@ -227,14 +216,6 @@ def train_setups(store, cfg, args, data, n_classes):
     return {name: models[name] for name in cfg["setups"]}, y_random
 
 
-def count_outliers(values, bins=BINS):
-    """The largest k <= P/2 with lambda_k - lambda_{k+1} > (lambda_1 - lambda_P) / bins."""
-    lam = torch.as_tensor(values, dtype=torch.float64).sort(descending=True).values
-    gaps = (lam[:-1] - lam[1:])[: max(1, lam.numel() // 2)]
-    wide = torch.nonzero(gaps > (lam[0] - lam[-1]) / bins).flatten()
-    return int(wide.max()) + 1 if wide.numel() else 0
-
-
 def input_grid(X, side):
     """The grid's axes and its points, ``(side, 1)`` or ``(side * side, 2)`` in row-major
     order (x varies fastest)."""
@@ -279,7 +260,7 @@ def analyse(model, Xtr, ytr, cfg, grid, n_classes, seed):
     lam, V = torch.linalg.eigh(hk.HessianOperator(obj, engine=engine).dense())
     lam, V = lam.flip(0), V.flip(1)          # descending
     seconds = time.perf_counter() - start
-    n_out = count_outliers(lam)
+    n_out = count_outliers(lam, BINS)
     # G_theta: eigenvectors aligned with some training gradient beyond random directions
     A_train = hk.alignment(obj, V, Xtr)                                   # (N, P)
     U = torch.randn(obj.n_params, cfg["n_random"], dtype=torch.float64,

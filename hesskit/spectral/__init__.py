@@ -12,12 +12,14 @@ blocks (one pass over the data per block), and returns a frozen dataclass from
 :func:`trace`              Hutchinson, Hutch++ or exact trace, with stderr
 :func:`spectral_density`   stochastic Lanczos quadrature density
 :func:`rank`               numerical rank of the explicit matrix
+:func:`count_outliers`     eigenvalues a histogram gap separates from the bulk
 :mod:`theory`              predicted Hessian ranks (Singh et al. 2021)
 =========================  ==================================================
 """
 from hesskit.spectral import theory
 from hesskit.spectral.density import spectral_density
 from hesskit.spectral.lanczos import eigenvalues
+from hesskit.spectral.outliers import count_outliers
 from hesskit.spectral.power import power_iteration
 from hesskit.spectral.rank import rank
 from hesskit.spectral.results import Density, EigenResult, TraceResult
@@ -29,6 +31,7 @@ __all__ = [
     "trace",
     "spectral_density",
     "rank",
+    "count_outliers",
     "theory",
     "EigenResult",
     "TraceResult",
