@@ -53,8 +53,6 @@ HESSKIT_HD float m_expm1(float x) { return expm1f(x); }
 HESSKIT_HD double m_expm1(double x) { return expm1(x); }
 HESSKIT_HD float m_log1p(float x) { return log1pf(x); }
 HESSKIT_HD double m_log1p(double x) { return log1p(x); }
-HESSKIT_HD float m_tanh(float x) { return tanhf(x); }
-HESSKIT_HD double m_tanh(double x) { return tanh(x); }
 HESSKIT_HD float m_erfc(float x) { return erfcf(x); }
 HESSKIT_HD double m_erfc(double x) { return erfc(x); }
 
@@ -70,7 +68,8 @@ HESSKIT_HD void sigmoid_pair(T x, T& s, T& sc) {
 
 // y = s(x), d1 = s'(x), d2 = s''(x) for one activation. Derivatives of tanh-like and
 // sigmoid-like functions use sech^2(u) = 4 sigma(2u) sigma(-2u) and sigma (1 - sigma)
-// from sigmoid_pair, not 1 - tanh^2 or 1 - sigma, which cancel in float32.
+// from sigmoid_pair (tanh: from one expm1), not 1 - tanh^2 or 1 - sigma, which cancel
+// in float32.
 template <typename T>
 HESSKIT_HD void activation(int code, T x, T arg0, T arg1, T& y, T& d1, T& d2) {
   switch (code) {
@@ -85,11 +84,23 @@ HESSKIT_HD void activation(int code, T x, T arg0, T arg1, T& y, T& d1, T& d2) {
       d2 = T(0);
       return;
     case kTanh: {
-      T s2, s2c;
-      sigmoid_pair(T(2) * x, s2, s2c);
-      const T t = m_tanh(x);
+      // One transcendental for all three: with u = e^{-2|x|} and em = u - 1,
+      // |tanh x| = -em / (2 + em) and sech^2 x = 4u / (2 + em)^2. Each of u and em is
+      // computed where it keeps full relative precision: em by expm1 while u >= 1/2
+      // (|x| <= ln 2 / 2), u by exp beyond (where em = u - 1 is exact to rounding).
+      const T ax = x >= T(0) ? x : -x;
+      T u, em;
+      if (ax <= T(0.34657359027997265471)) {
+        em = m_expm1(T(-2) * ax);
+        u = T(1) + em;
+      } else {
+        u = m_exp(T(-2) * ax);
+        em = u - T(1);
+      }
+      const T q = T(1) / (T(2) + em);
+      const T t = x >= T(0) ? -em * q : em * q;
       y = t;
-      d1 = T(4) * s2 * s2c;  // 1 - tanh^2
+      d1 = T(4) * u * q * q;  // 1 - tanh^2
       d2 = T(-2) * t * d1;
       return;
     }

@@ -265,3 +265,20 @@ def test_wrappers_on_both_paths(path):
     ref_inputs, ref_hessians = _reference.sequential_hbp(*args, [1], "ggn")
     assert_rel(inputs[0], ref_inputs[0], 1e-12)
     assert_rel(hessians[0], ref_hessians[0], 1e-10)
+
+
+@needs_native
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.float64, 1e-13)])
+def test_tanh_derivatives_keep_relative_precision_when_saturated(dtype, tol):
+    """One Linear(1, 1) = identity, tanh, squared error with target 0: per sample
+    M = d^2 l / dz^2 = s'^2 + s s'' = sech^4 x - 2 tanh^2 x sech^2 x, checked entry by
+    entry against cosh in float64 out to |x| = 30 (where sech^2 = 3.5e-26 and
+    1 - tanh^2 is 0 in float64)."""
+    x = torch.tensor([-30.0, -9.0, -1.0, -1e-6, 0.0, 1e-6, 0.3, 4.0, 9.0, 30.0], dtype=torch.float64)
+    args = (x[:, None].to(dtype), [torch.ones(1, 1, dtype=dtype)], [None], [3], [0.0, 0.0], [1],
+            "mse", torch.zeros(x.numel(), 1, dtype=dtype), torch.ones(x.numel(), dtype=dtype))
+    _, (M,) = _native.sequential_hbp(*args, [0], "hessian")
+    sech2 = 1 / torch.cosh(x) ** 2
+    expected = sech2 ** 2 - 2 * torch.tanh(x) ** 2 * sech2
+    rel = ((M.flatten().double() - expected).abs() / expected.abs().clamp_min(1e-300))
+    assert (rel <= tol).all(), rel
