@@ -78,7 +78,7 @@ class LayerSpectrum(_Record):
 
 def layerwise_spectra(obj: Objective, k: int = 5, weights_only: bool = False,
                       density: bool = False, kind: str = "hessian", *, n_runs: int = 10,
-                      n_steps: int = 80, n_probes: int = 100, tol: float = 1e-6,
+                      n_steps: int = 80, n_probes: int = 100, tol: Optional[float] = None,
                       module_types: Optional[tuple] = None, dense_limit: int = 2048,
                       engine: str = "auto", seed: Union[int, torch.Generator] = 0,
                       progress: Optional[bool] = None) -> Dict[str, LayerSpectrum]:
@@ -106,7 +106,8 @@ def layerwise_spectra(obj: Objective, k: int = 5, weights_only: bool = False,
         n_runs: Lanczos runs of the densities.
         n_steps: Lanczos steps per run of the densities.
         n_probes: probes of the matrix-free trace estimates.
-        tol: relative residual of the matrix-free eigenvalues.
+        tol: relative residual of the matrix-free eigenvalues (default: that of
+            :func:`~hesskit.spectral.eigenvalues`, ``max(1e-6, 128 ε)``).
         module_types: keep only modules of these types (e.g. ``(nn.Conv2d, nn.Linear)``);
             default every module that owns selected parameters.
         dense_limit: the largest block dimension that is formed explicitly.

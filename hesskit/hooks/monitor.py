@@ -58,7 +58,7 @@ LOG_FILE = "hessian_monitor.jsonl"
 
 def measure_metrics(obj: Objective, metrics: Iterable[str] = ("lambda_max", "trace"), *,
                     k: int = 1, n_probes: int = 100, n_runs: int = 10, n_steps: int = 80,
-                    tol: float = 1e-6, seed: int = 0, previous: Optional[Tensor] = None,
+                    tol: Optional[float] = None, seed: int = 0, previous: Optional[Tensor] = None,
                     between_iterates: int = 0, engine: str = "auto") -> dict[str, Any]:
     """Hessian metrics of ``obj`` at its current parameters, as JSON values.
 
@@ -73,7 +73,8 @@ def measure_metrics(obj: Objective, metrics: Iterable[str] = ("lambda_max", "tra
         n_probes: Rademacher probes of the ``"trace"`` estimate (and per layer).
         n_runs: Lanczos runs of ``"density"``.
         n_steps: Lanczos steps per run of ``"density"``.
-        tol: relative residual of the eigenvalues.
+        tol: relative residual of the eigenvalues (default: that of
+            :func:`~hesskit.spectral.eigenvalues`, ``max(1e-6, 128 ε)``).
         seed: seed of every random start and probe (the same for every call, so
             successive measurements share their random numbers and their differences
             are less noisy).
@@ -131,7 +132,7 @@ def measure_metrics(obj: Objective, metrics: Iterable[str] = ("lambda_max", "tra
     return out
 
 
-def _lambda_max_between(obj: Objective, previous: Tensor, n: int, *, tol: float, seed: int,
+def _lambda_max_between(obj: Objective, previous: Tensor, n: int, *, tol: Optional[float], seed: int,
                         engine: str, current: Optional[float]) -> float:
     """max over t in linspace(0, 1, n) of λ_max at previous + t (current - previous)."""
     theta = obj.parameters_vector()
@@ -207,7 +208,8 @@ class HessianMonitor:
         n_probes: probes of the trace estimates.
         n_runs: Lanczos runs of ``"density"``.
         n_steps: Lanczos steps of ``"density"``.
-        tol: relative residual of the eigenvalues.
+        tol: relative residual of the eigenvalues (default: that of
+            :func:`~hesskit.spectral.eigenvalues`, ``max(1e-6, 128 ε)``).
         seed: seed of the random starts and probes, the same at every measurement.
         engine: engine of the Hessian products.
 
@@ -227,7 +229,7 @@ class HessianMonitor:
     def __init__(self, obj: Objective, every: int = 100,
                  metrics: Iterable[str] = ("lambda_max", "trace"), log_dir: Optional[str] = None,
                  k: int = 1, between_iterates: int = 0, n_probes: int = 100, n_runs: int = 10,
-                 n_steps: int = 80, tol: float = 1e-6, seed: int = 0, engine: str = "auto"):
+                 n_steps: int = 80, tol: Optional[float] = None, seed: int = 0, engine: str = "auto"):
         if not isinstance(obj, Objective):
             raise TypeError(f"obj: expected a hesskit.Objective, got {type(obj).__name__}")
         self.obj = obj
@@ -243,7 +245,8 @@ class HessianMonitor:
         self.options = dict(k=check_int(k, "k", 1), n_probes=check_int(n_probes, "n_probes", 2),
                             n_runs=check_int(n_runs, "n_runs", 1),
                             n_steps=check_int(n_steps, "n_steps", 1),
-                            tol=check_positive_float(tol, "tol"), seed=seed, engine=engine)
+                            tol=None if tol is None else check_positive_float(tol, "tol"),
+                            seed=seed, engine=engine)
         self.history: list[dict[str, Any]] = []
         self.steps = 0
         self._previous: Optional[Tensor] = None
