@@ -35,7 +35,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import hesskit as hk
-from hesskit.experiments import Claim, ResultStore, experiment_parser, num_threads, print_claims
+from hesskit.experiments import (
+    Claim, ResultStore, experiment_parser, num_threads, print_claims, run_size,
+)
 from hesskit.spectral import count_outliers
 
 SIZES = {
@@ -139,7 +141,7 @@ def main():
     parser.add_argument("--epochs", type=int, help="training epochs per batch size")
     parser.add_argument("--width-mult", type=float, help="channel/width multiplier")
     args = parser.parse_args()
-    size = "smoke" if args.smoke else "full" if args.full else "default"
+    size = run_size(args)
     cfg = dict(SIZES[size])
     if args.epochs:
         cfg["epochs"] = args.epochs

@@ -73,7 +73,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import hesskit as hk
-from hesskit.experiments import Claim, ResultStore, experiment_parser, num_threads, print_claims
+from hesskit.experiments import (
+    Claim, ResultStore, experiment_parser, num_threads, print_claims, run_size,
+)
 from hesskit.spectral import count_outliers
 
 SETUPS = ("normal", "random_labels", "adversarial", "large_norm", "noisy_init")
@@ -465,7 +467,7 @@ def main():
     parser.add_argument("--epochs", type=int, help="epochs of SGD on the true labels")
     parser.add_argument("--setups", help=f"comma-separated subset of {','.join(SETUPS)}")
     args = parser.parse_args()
-    size = "smoke" if args.smoke else "full" if args.full else "default"
+    size = run_size(args)
     label = args.dataset or args.data
     toy = label == "toy_1d"
     cfg = dict(SIZES[size], setups=default_setups(label, size), lr=0.02, init_draws=1)

@@ -32,7 +32,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import hesskit as hk
-from hesskit.experiments import Claim, ResultStore, experiment_parser, print_claims
+from hesskit.experiments import Claim, ResultStore, experiment_parser, print_claims, run_size
 
 #: Per sweep: the swept values and the fixed settings. "L" counts weight matrices;
 #: a network with L matrices has L - 1 hidden layers of width M.
@@ -134,7 +134,7 @@ def main():
     args = parser.parse_args()
     if not args.full:
         torch.set_num_threads(1)   # small matrices: threads only add overhead on a busy CPU
-    size = "smoke" if args.smoke else "full" if args.full else "default"
+    size = run_size(args)
     sizes = SIZES[size]
     store = ResultStore(args.out, fresh=args.fresh)
     cfg = {"size": size, "data": args.dataset or args.data, "seed": args.seed, "sweeps": sizes,

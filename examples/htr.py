@@ -43,7 +43,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import hesskit as hk
-from hesskit.experiments import Claim, ResultStore, experiment_parser, print_claims
+from hesskit.experiments import Claim, ResultStore, experiment_parser, print_claims, run_size
 
 SETTINGS = {
     "smoke": dict(seeds=2, epochs=2, last=1, train_limit=300, lr=0.05, batch_size=32,
@@ -161,7 +161,7 @@ def figure(summary, reference, store, title):
 def main():
     parser = experiment_parser(__doc__.splitlines()[0], "results/htr")
     args = parser.parse_args()
-    s = SETTINGS["full" if args.full else "smoke" if args.smoke else "default"]
+    s = SETTINGS[run_size(args)]
     store = ResultStore(args.out, fresh=args.fresh)
     start = time.perf_counter()
     data = load_data(args)

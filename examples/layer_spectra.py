@@ -33,7 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import hesskit as hk
-from hesskit.experiments import Claim, ResultStore, experiment_parser, print_claims
+from hesskit.experiments import Claim, ResultStore, experiment_parser, print_claims, run_size
 
 # Sizes: the default fits `make demo` (a few minutes on 2 CPU cores).
 SETTINGS = {
@@ -233,7 +233,7 @@ def without_densities(epoch):
 def main():
     parser = experiment_parser(__doc__.splitlines()[0], "results/layer_spectra")
     args = parser.parse_args()
-    s = SETTINGS["full" if args.full else "smoke" if args.smoke else "default"]
+    s = SETTINGS[run_size(args)]
     store = ResultStore(args.out, fresh=args.fresh)
     start = time.perf_counter()
     epochs = run(args, s, store)

@@ -35,7 +35,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import hesskit as hk
-from hesskit.experiments import Claim, ResultStore, experiment_parser, print_claims
+from hesskit.experiments import Claim, ResultStore, experiment_parser, print_claims, run_size
 
 FULL_BATCH = 0  # batch size 0 stands for the whole training set
 SETTINGS = {
@@ -252,7 +252,7 @@ def main():
                         help="also the max of lambda_max over 8 points between the last two "
                              "iterates")
     args = parser.parse_args()
-    s = SETTINGS["full" if args.full else "smoke" if args.smoke else "default"]
+    s = SETTINGS[run_size(args)]
     store = ResultStore(args.out, fresh=args.fresh)
     start = time.perf_counter()
     (X_train, y_train), test = load_data(args)

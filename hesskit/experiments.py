@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-__all__ = ["ResultStore", "Claim", "print_claims", "experiment_parser", "to_jsonable", "num_threads"]
+__all__ = ["ResultStore", "Claim", "print_claims", "experiment_parser", "to_jsonable", "num_threads", "run_size"]
 
 
 def to_jsonable(value: Any) -> Any:
@@ -160,3 +160,9 @@ def experiment_parser(description: str, default_out: str) -> argparse.ArgumentPa
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fresh", action="store_true", help="recompute everything")
     return parser
+
+
+def run_size(args: argparse.Namespace) -> str:
+    """``"smoke"``, ``"full"`` or ``"default"``: the size that the parsed
+    :func:`experiment_parser` flags ask for (the key of a script's settings table)."""
+    return "smoke" if args.smoke else "full" if args.full else "default"

@@ -4,7 +4,9 @@ import json
 import pytest
 import torch
 
-from hesskit.experiments import Claim, ResultStore, experiment_parser, print_claims, to_jsonable
+from hesskit.experiments import (
+    Claim, ResultStore, experiment_parser, print_claims, run_size, to_jsonable,
+)
 
 
 def test_cached_computes_once_and_resumes(tmp_path):
@@ -43,6 +45,9 @@ def test_claims_table_and_parser(capsys):
     assert capsys.readouterr().out.strip() == text.strip()
     args = experiment_parser("x", "results/x").parse_args(["--smoke", "--seed", "3"])
     assert args.smoke and not args.full and args.seed == 3 and args.out == "results/x"
+    parser = experiment_parser("x", "r")
+    assert [run_size(parser.parse_args(a)) for a in ([], ["--smoke"], ["--full"])] == \
+        ["default", "smoke", "full"]
     with pytest.raises(SystemExit):
         experiment_parser("x", "r").parse_args(["--smoke", "--full"])
     assert to_jsonable((torch.tensor(2.0), {1: [torch.ones(2)]})) == [2.0, {"1": [[1.0, 1.0]]}]
