@@ -45,8 +45,10 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine_info(device: str) -> dict:
-    """CPU, threads, versions, the native build, and the GPU's name on ``cuda``."""
+def machine_info(device) -> dict:
+    """CPU, threads, versions, the native build, the 1-minute load average (where the
+    OS has one), and the GPU's name on a ``cuda`` device (a string or torch.device)."""
+    device = str(device)
     info = {
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
@@ -58,6 +60,10 @@ def machine_info(device: str) -> dict:
         "native": _native.native_available(),
         "build": _native.build_info() if _native.native_available() else _native.load_error(),
     }
-    if device == "cuda":
-        info["gpu"] = torch.cuda.get_device_name()
+    if device.startswith("cuda"):
+        info["gpu"] = torch.cuda.get_device_name(device)
+    try:
+        info["load_average_1m"] = round(os.getloadavg()[0], 2)
+    except OSError:
+        pass
     return info

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -32,6 +31,8 @@ from torch import nn
 import hesskit as hk  # noqa: F401  (the package under test)
 from hesskit.models.cnn import lenet
 from hesskit.optim import SAM, SGDHTR
+
+from _common import machine_info
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -102,27 +103,6 @@ def time_round_robin(steps, rounds: int, warmup: int, device: torch.device):
             if r >= warmup:
                 times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
-
-
-def machine_info(device: torch.device) -> dict:
-    info = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "hesskit": hk.__version__,
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "device": str(device),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    try:
-        load = os.getloadavg()
-        info["load_average_1m"] = round(load[0], 2)
-    except OSError:
-        pass
-    return info
 
 
 def main() -> None:

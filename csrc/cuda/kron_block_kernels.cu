@@ -3,8 +3,9 @@
 //   H[i*n + a, j*n + b] = sum_k M[k,i,j] A[k,a] A[k,b]
 //
 // computed by block rows: H[i-th block row] = A^T W_i with W_i[k, (j, b)] = M[k,i,j] A[k,b],
-// the weighted copies of A side by side (only j >= i when M is symmetric). The GEMMs are cuBLAS's (csrc/cuda/kron_block.cpp);
-// these are the two memory-bound kernels around them. Layouts: csrc/kron_block_kernels.h.
+// the weighted copies of A side by side (only j >= i when M is symmetric). The GEMMs are
+// cuBLAS's (csrc/cuda/kron_block.cpp); these are the two memory-bound kernels around them.
+// Layouts: csrc/kron_block_kernels.h.
 #include "../kron_block_kernels.h"
 
 namespace hesskit {
@@ -12,7 +13,8 @@ namespace cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kMaxGridY = 65535;
+constexpr int kMaxGridY = 65535;  // the hardware limit of grid.y
+constexpr int kMaxBlocksX = 65535;  // weighting: more columns are covered by the stride loop
 constexpr int kTile = 32;     // mirror: a 32 x 32 tile through shared memory
 constexpr int kTileRows = 8;  // ... by 32 x 8 threads
 
@@ -69,7 +71,7 @@ cudaError_t launch_kron_weighted(const T* A, const T* M, T* W, int64_t rows, int
   if (rows == 0 || row_len == 0) return cudaSuccess;
   if (row_len > (int64_t{1} << 30)) return cudaErrorInvalidValue;  // int indexing within a row
   const int64_t blocks_x = (row_len + kThreads - 1) / kThreads;
-  const dim3 grid(static_cast<unsigned int>(blocks_x < 65535 ? blocks_x : 65535),
+  const dim3 grid(static_cast<unsigned int>(blocks_x < kMaxBlocksX ? blocks_x : kMaxBlocksX),
                   static_cast<unsigned int>(rows < kMaxGridY ? rows : kMaxGridY));
   kron_weighted_kernel<T><<<grid, kThreads, 0, stream>>>(
       A, M, W, rows, static_cast<int>(n), static_cast<int>(m), static_cast<int>(i),
