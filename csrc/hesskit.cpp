@@ -84,10 +84,17 @@ TORCH_LIBRARY_FRAGMENT(hesskit, m) {
   m.def("sequential_hbp(Tensor X, Tensor[] weights, Tensor?[] biases, int[] act_codes, "
         "float[] act_args, int[] act_counts, str loss, Tensor target, Tensor coef, int[] layers, "
         "str kind) -> (Tensor[], Tensor[])");
-  // Curvature times V (P, k) over all layers' parameters: (P, k).
+  // Curvature times V (P, k) over all layers' parameters: (P, k). With `state` (the
+  // output of sequential_forward for the same arguments) the forward pass is skipped.
   m.def("sequential_matmat(Tensor X, Tensor[] weights, Tensor?[] biases, int[] act_codes, "
         "float[] act_args, int[] act_counts, str loss, Tensor target, Tensor coef, Tensor V, "
-        "str kind) -> Tensor");
+        "str kind, Tensor[]? state=None) -> Tensor");
+  // The forward pass that sequential_matmat needs, feature-major (csrc/sequential.h):
+  // [a~_l (n_l+bias, N)]*L, [s'_l (m_l, N)]*L, p (N, C), and for kind != "ggn" also
+  // [s''_l . g_a,l (m_l, N)]*L, [g_z,l (m_l, N)]*L.
+  m.def("sequential_forward(Tensor X, Tensor[] weights, Tensor?[] biases, int[] act_codes, "
+        "float[] act_args, int[] act_counts, str loss, Tensor target, Tensor coef, "
+        "str kind) -> Tensor[]");
   // The explicit curvature matrix over the selected layers' parameters (P_sel, P_sel).
   m.def("sequential_dense(Tensor X, Tensor[] weights, Tensor?[] biases, int[] act_codes, "
         "float[] act_args, int[] act_counts, str loss, Tensor target, Tensor coef, int[] layers, "

@@ -289,13 +289,76 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> hbp(const Problem& 
   return {inputs, hessians};
 }
 
-// sequential_matmat: (P, k) curvature times V (P, k), P in the flat chain order.
+// sequential_forward: what sequential_matmat needs of the forward pass, feature-major
+// (the layout matmat works in), as one flat list:
+//     [a~_0, ..., a~_{L-1},  s'_1, ..., s'_L,  p,  (s''.g_a)_1, ..., (s''.g_a)_L,  g_z,1, ..., g_z,L]
+// with a~_{l-1} = [a_{l-1}; 1] (n_l + bias, N) the augmented layer inputs, s'_l (m_l, N),
+// p (N, C) the softmax (or f), and the residual tensors (m_l, N) only for kinds other
+// than the GGN. These depend on the parameters and the data, not on V: products at
+// fixed parameters (an eigensolver's iterations) can pass them back to skip the pass.
+inline int64_t forward_state_size(const Problem& pb) {
+  return (pb.kind == Kind::GGN ? 2 : 4) * pb.L() + 1;
+}
+
 template <class K>
-at::Tensor matmat(const Problem& pb, const at::Tensor& V_arg) {
+std::vector<at::Tensor> forward_state(const Problem& pb) {
+  const Pass ps = forward_pass<K>(pb, /*feature_major=*/true);
+  const int64_t N = pb.N(), L = pb.L();
+  std::vector<at::Tensor> state;
+  state.reserve(forward_state_size(pb));
+  for (int64_t l = 0; l < L; ++l) {
+    const at::Tensor& a = ps.input[l];
+    state.push_back(pb.layers[l].b ? at::cat({a, at::ones({1, N}, a.options())}, 0) : a);
+  }
+  for (int64_t l = 0; l < L; ++l) state.push_back(ps.d1[l]);
+  state.push_back(ps.p);
+  if (pb.kind != Kind::GGN) {
+    for (int64_t l = 0; l < L; ++l) state.push_back(ps.r[l]);
+    for (int64_t l = 0; l < L; ++l) state.push_back(ps.gz[l]);
+  }
+  return state;
+}
+
+// Validates a state passed to sequential_matmat against the problem's shapes (its
+// values cannot be checked: they must come from sequential_forward on the same
+// arguments; a GGN product may use the longer state of a residual kind).
+inline void check_forward_state(const Problem& pb, at::TensorList state) {
+  const int64_t N = pb.N(), L = pb.L(), C = pb.target.size(1);
+  const auto n = static_cast<int64_t>(state.size());
+  TORCH_CHECK(n == forward_state_size(pb) || (pb.kind == Kind::GGN && n == 4 * L + 1),
+              "sequential_matmat: state must hold ", msg::num(forward_state_size(pb)),
+              " tensors (sequential_forward of the same chain and kind), got ", msg::num(n));
+  auto expect = [&](int64_t i, int64_t rows, int64_t cols) {
+    const at::Tensor& t = state[i];
+    TORCH_CHECK(t.defined() && t.dim() == 2 && t.size(0) == rows && t.size(1) == cols,
+                "sequential_matmat: state[", msg::num(i), "] must have shape (", msg::num(rows),
+                ", ", msg::num(cols), "), got ", t.defined() ? msg::shape(t.sizes()) : "undefined");
+    TORCH_CHECK(t.scalar_type() == pb.X.scalar_type() && t.device() == pb.X.device(),
+                "sequential_matmat: state[", msg::num(i), "] must have the dtype and device of X");
+  };
+  for (int64_t l = 0; l < L; ++l) {
+    expect(l, pb.layers[l].n_aug(), N);
+    expect(L + l, pb.layers[l].m, N);
+  }
+  expect(2 * L, N, C);
+  if (n > 2 * L + 1) {
+    for (int64_t l = 0; l < L; ++l) {
+      expect(2 * L + 1 + l, pb.layers[l].m, N);
+      expect(3 * L + 1 + l, pb.layers[l].m, N);
+    }
+  }
+}
+
+// sequential_matmat: (P, k) curvature times V (P, k), P in the flat chain order; the
+// forward pass is taken from `state` when given (see sequential_forward).
+template <class K>
+at::Tensor matmat(const Problem& pb, const at::Tensor& V_arg,
+                  const std::optional<at::TensorList>& state_arg) {
   TORCH_CHECK(V_arg.dim() == 2 && V_arg.size(0) == pb.n_params, "sequential_matmat: V must have "
               "shape (", msg::num(pb.n_params), ", k), got ", msg::shape(V_arg.sizes()));
   TORCH_CHECK(V_arg.scalar_type() == pb.X.scalar_type() && V_arg.device() == pb.X.device(),
               "sequential_matmat: V must have the dtype and device of X");
+  if (state_arg) check_forward_state(pb, *state_arg);
   const at::Tensor V = V_arg.contiguous();
   const int64_t N = pb.N(), L = pb.L(), k = V.size(1);
   at::Tensor out = at::empty_like(V);
@@ -306,15 +369,24 @@ at::Tensor matmat(const Problem& pb, const at::Tensor& V_arg) {
   // handles far better than (N k, m) outputs of a few columns. A bias enters as the
   // weight of a constant input 1 (inputs a~ = [a; 1], tangents [V_W | V_b]), so it
   // costs no separate pass.
-  const Pass ps = forward_pass<K>(pb, /*feature_major=*/true);
-  const std::vector<at::Tensor>& d1T = ps.d1;  // (m_l, N)
-  const std::vector<at::Tensor>& rT = ps.r;
-  const std::vector<at::Tensor>& gzT = ps.gz;
-  std::vector<at::Tensor> Rz(L), Ra(L), inA(L);
+  const std::vector<at::Tensor> state =
+      state_arg ? std::vector<at::Tensor>(state_arg->begin(), state_arg->end())
+                : forward_state<K>(pb);
+  auto contiguous = [&](int64_t i) { return state[i].contiguous(); };
+  std::vector<at::Tensor> inA(L), d1T(L), rT(L), gzT(L);
+  for (int64_t l = 0; l < L; ++l) {
+    inA[l] = contiguous(l);
+    d1T[l] = contiguous(L + l);
+    if (residual) {
+      rT[l] = contiguous(2 * L + 1 + l);
+      gzT[l] = contiguous(3 * L + 1 + l);
+    }
+  }
+  const at::Tensor p = contiguous(2 * L);
+  std::vector<at::Tensor> Rz(L), Ra(L);
   for (int64_t l = 0; l < L; ++l) {
     const Layer& layer = pb.layers[l];
     const int64_t m = layer.m, n = layer.n, na = layer.n_aug();
-    inA[l] = layer.b ? at::cat({ps.input[l], at::ones({1, N}, V.options())}, 0) : ps.input[l];
     // R{z}[i, j, :] = [V_W,j | V_b,j][i] a~ + (W R{a}[:, j, :])[i]
     const at::Tensor VW = V.narrow(0, layer.w_off, m * n).view({m, n, k}).permute({0, 2, 1});
     const at::Tensor VA = layer.b ? at::cat({VW, V.narrow(0, layer.b_off, m).unsqueeze(2)}, 2)
@@ -333,7 +405,7 @@ at::Tensor matmat(const Problem& pb, const at::Tensor& V_arg) {
   if (pb.kind == Kind::Functional) {
     rg.zero_();
   } else {
-    K::output_hessian_apply(pb.loss, ps.p, pb.coef, rg, rg, /*class_major=*/true);
+    K::output_hessian_apply(pb.loss, p, pb.coef, rg, rg, /*class_major=*/true);
   }
   for (int64_t l = L - 1; l >= 0; --l) {
     const Layer& layer = pb.layers[l];
@@ -498,11 +570,22 @@ struct Entry {
                            at::IntArrayRef act_codes, at::ArrayRef<double> act_args,
                            at::IntArrayRef act_counts, c10::string_view loss,
                            const at::Tensor& target, const at::Tensor& coef, const at::Tensor& V,
-                           c10::string_view kind) {
+                           c10::string_view kind, std::optional<at::TensorList> state) {
     const c10::DeviceGuard guard(X.device());
     return seq::matmat<K>(make_problem(X, weights, biases, act_codes, act_args, act_counts, loss,
                                        target, coef, kind, D),
-                          V);
+                          V, state);
+  }
+
+  static std::vector<at::Tensor> forward(const at::Tensor& X, at::TensorList weights,
+                                         const c10::List<std::optional<at::Tensor>>& biases,
+                                         at::IntArrayRef act_codes, at::ArrayRef<double> act_args,
+                                         at::IntArrayRef act_counts, c10::string_view loss,
+                                         const at::Tensor& target, const at::Tensor& coef,
+                                         c10::string_view kind) {
+    const c10::DeviceGuard guard(X.device());
+    return seq::forward_state<K>(make_problem(X, weights, biases, act_codes, act_args,
+                                              act_counts, loss, target, coef, kind, D));
   }
 
   static at::Tensor dense(const at::Tensor& X, at::TensorList weights,

@@ -81,7 +81,7 @@ def kron_block_vjp(
 # that shares no code with the kernels' recursions (backward Hessian propagation,
 # R-operator, Kronecker factors).
 
-__all__ += ["sequential_hbp", "sequential_matmat", "sequential_dense"]
+__all__ += ["sequential_hbp", "sequential_matmat", "sequential_dense", "sequential_forward"]
 
 _SEQ_F = torch.nn.functional
 
@@ -206,10 +206,53 @@ def sequential_dense(X, weights, biases, act_codes, act_args, act_counts, loss, 
     return G if kind == "ggn" else H - G
 
 
+def sequential_forward(X, weights, biases, act_codes, act_args, act_counts, loss, target, coef,
+                       kind):
+    """Reference of ``hesskit::sequential_forward``: the forward-pass tensors, feature-major,
+    ``[a~_l]*L + [s'_l]*L + [p] (+ [s''_l . g_a,l]*L + [g_z,l]*L unless kind == "ggn")``,
+    with the derivatives of the activations by ``torch.func.grad`` per entry and the
+    gradients w.r.t. the layer outputs by autograd."""
+    _seq_check_kind(kind)
+    programs = _seq_programs(act_codes, act_args, act_counts)
+
+    def activation(program):
+        def s(x):
+            for code, arg0, arg1 in program:
+                x = _SEQ_ACTIVATIONS[code](x, arg0, arg1)
+            return x
+        return s
+
+    inputs, d1, d2, outs = [], [], [], []
+    a = X.detach().requires_grad_()  # a graph from the inputs, whatever W requires
+    for W, b, program in zip(weights, biases, programs):
+        a_in = a.detach()
+        inputs.append(a_in if b is None else torch.cat([a_in, torch.ones_like(a_in[:, :1])], 1))
+        z = a @ W.T if b is None else torch.addmm(b, a, W.T)
+        s = activation(program)
+        first = torch.func.vmap(torch.func.grad(s))
+        d1.append(first(z.detach().reshape(-1)).view_as(z))
+        d2.append(torch.func.vmap(torch.func.grad(torch.func.grad(s)))(z.detach().reshape(-1))
+                  .view_as(z))
+        a = s(z)
+        outs.append((z, a))
+    f = a
+    p = torch.softmax(f, dim=-1) if loss == "cross_entropy" else f
+    state = [t.T.contiguous() for t in inputs] + [t.T.contiguous() for t in d1] + [p.detach()]
+    if kind != "ggn":
+        head = _seq_head(loss, f, target, coef)
+        tensors = [z for z, _ in outs] + [a for _, a in outs]
+        grads = torch.autograd.grad(head, tensors)
+        g_z, g_a = grads[:len(outs)], grads[len(outs):]
+        state += [(s2 * g).T.contiguous() for s2, g in zip(d2, g_a)]
+        state += [g.T.contiguous() for g in g_z]
+    return [t.detach() for t in state]
+
+
 def sequential_matmat(X, weights, biases, act_codes, act_args, act_counts, loss, target, coef,
-                      V, kind):
+                      V, kind, state=None):
     """Reference of ``hesskit::sequential_matmat``: curvature times ``V`` (P, k) over all
-    layers, vectorized over the k columns with ``torch.func``."""
+    layers, vectorized over the k columns with ``torch.func``. ``state`` (the kernels'
+    cached forward pass) is not used: the reference always differentiates from scratch."""
     _seq_check_kind(kind)
     programs = _seq_programs(act_codes, act_args, act_counts)
     layers_idx = list(range(len(weights)))

@@ -139,5 +139,6 @@ using CpuEntry = Entry<CpuKernels, c10::DeviceType::CPU>;
 TORCH_LIBRARY_IMPL(hesskit, CPU, m) {
   m.impl("sequential_hbp", &hesskit::seq::CpuEntry::hbp);
   m.impl("sequential_matmat", &hesskit::seq::CpuEntry::matmat);
+  m.impl("sequential_forward", &hesskit::seq::CpuEntry::forward);
   m.impl("sequential_dense", &hesskit::seq::CpuEntry::dense);
 }

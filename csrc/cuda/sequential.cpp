@@ -88,5 +88,6 @@ using CudaEntry = Entry<CudaKernels, c10::DeviceType::CUDA>;
 TORCH_LIBRARY_IMPL(hesskit, CUDA, m) {
   m.impl("sequential_hbp", &hesskit::seq::CudaEntry::hbp);
   m.impl("sequential_matmat", &hesskit::seq::CudaEntry::matmat);
+  m.impl("sequential_forward", &hesskit::seq::CudaEntry::forward);
   m.impl("sequential_dense", &hesskit::seq::CudaEntry::dense);
 }

@@ -77,6 +77,9 @@ class NativeEngine(Engine):
 
     name = "native"
     max_workspace_bytes = 256 * 2**20
+    #: memory for cached forward passes (:meth:`product`); chunks beyond it are
+    #: recomputed on every product.
+    max_state_bytes = 256 * 2**20
 
     # ------------------------------------------------------------------ set-up
     @classmethod
@@ -142,6 +145,9 @@ class NativeEngine(Engine):
         self._used_size = sum(size for _, size in used.values())
         self._used_rows = self._rows_in(used)
         self._last_loss_terms = None
+        #: (chunk index, slice start, slice stop) -> forward state of that sub-chunk
+        self._states: dict[tuple[int, int, int], _CachedState] = {}
+        self._state_params: list[Tensor] | None = None  # the parameters the states are of
 
     def _rows_in(self, layout: dict[str, tuple[int, int]]) -> Tensor | None:
         """Positions of the objective's parameters in ``layout``; ``None`` when they fill
@@ -214,7 +220,14 @@ class NativeEngine(Engine):
 
     def product(self, kind: str, chunk, V: Tensor) -> Tensor:
         """``kind`` in ``{"hessian", "ggn", "functional"}`` times ``V`` (P, k) on one chunk
-        (its own reduction, unweighted), in one kernel call per sub-chunk."""
+        (its own reduction, unweighted), in one kernel call per sub-chunk.
+
+        The forward pass of each (sub-)chunk (``hesskit::sequential_forward``, about a
+        third of a single-vector product on a CPU) is kept for the next product, up to
+        ``max_state_bytes``, and reused while the parameters, the chunk's inputs and
+        targets are equal, value for value, to those it was computed from: changes made
+        in place, through ``.data`` included, are caught.
+        """
         _check_kind(kind)
         k = V.shape[1]
         if self._rows is None:
@@ -222,13 +235,44 @@ class NativeEngine(Engine):
         else:
             full = V.new_zeros(self._size, k).index_copy_(0, self._rows, V)
         x, static, loss, T, c = self._kernel_args(chunk)
+        self._check_state_params(static)
         widths = self._widths()
         per_sample = 4 * k * sum(widths) + 4 * sum(widths)
         out = None
         for s in self._sample_slices(x.shape[0], per_sample):
-            part = _native.sequential_matmat(x[s], *static, loss, T[s], c[s], full, kind)
+            state = self._forward_state(kind, chunk.index, s, x[s], static, loss, T[s], c[s])
+            part = _native.sequential_matmat(x[s], *static, loss, T[s], c[s], full, kind, state)
             out = part if out is None else out.add_(part)
         return out if self._rows is None else out.index_select(0, self._rows)
+
+    def _check_state_params(self, static) -> None:
+        """Drops every kept forward state when a parameter or activation argument changed."""
+        params = [t for t in (*static[0], *static[1]) if t is not None]
+        spec = tuple(tuple(part) for part in static[2:])
+        kept = self._state_params
+        if kept is not None and kept[0] == spec and len(kept[1]) == len(params) \
+                and _all_equal(zip(kept[1], params)):
+            return
+        self._states.clear()
+        self._state_params = (spec, [p.clone() for p in params])
+
+    def _forward_state(self, kind, index, s, x, static, loss, T, c) -> list[Tensor]:
+        """The kept forward state of sub-chunk ``s`` of chunk ``index``, checked against
+        its inputs and targets; computed (and kept, within ``max_state_bytes``) if there
+        is none. A GGN product can use a Hessian's state, not the reverse."""
+        residual = kind != "ggn"
+        key = (index, s.start, s.stop)
+        entry = self._states.get(key)
+        if entry is not None and (entry.residual or not residual) and entry.matches(x, T, c):
+            return entry.state
+        self._states.pop(key, None)
+        state = _native.sequential_forward(x, *static, loss, T, c,
+                                           "hessian" if residual else "ggn")
+        entry = _CachedState(state, residual, T.clone(), c.clone())
+        used = sum(e.nbytes for e in self._states.values())
+        if used + entry.nbytes <= self.max_state_bytes:
+            self._states[key] = entry
+        return state
 
     # --------------------------------------------------------- explicit forms
     def _hbp_per_sample(self) -> int:
@@ -309,3 +353,30 @@ class NativeEngine(Engine):
         if self._used_rows is None:
             return H
         return H.index_select(0, self._used_rows).index_select(1, self._used_rows)
+
+
+def _all_equal(pairs) -> bool:
+    """Whether every pair of tensors is equal in shape and values (one device sync)."""
+    pairs = list(pairs)
+    if not pairs:
+        return True
+    if any(a.shape != b.shape for a, b in pairs):
+        return False
+    if pairs[0][0].device.type == "cpu":
+        return all(torch.equal(a, b) for a, b in pairs)
+    return not bool(torch.stack([torch.ne(a, b).any() for a, b in pairs]).any())
+
+
+class _CachedState:
+    """A sub-chunk's ``sequential_forward`` with what it was computed from.
+
+    The inputs need no copy: the state's first tensor is ``[x^T; 1]`` (or ``x^T``).
+    """
+
+    def __init__(self, state: list[Tensor], residual: bool, T: Tensor, c: Tensor):
+        self.state, self.residual, self.T, self.c = state, residual, T, c
+        self.nbytes = sum(t.numel() * t.element_size() for t in (*state, T, c))
+
+    def matches(self, x: Tensor, T: Tensor, c: Tensor) -> bool:
+        inputs = self.state[0][: x.shape[1]].T
+        return _all_equal([(inputs, x), (self.T, T), (self.c, c)])

@@ -316,3 +316,73 @@ def test_modules_left_in_train_mode_do_not_drop_out():
                            names=["4.weight"])
     assert rel_err(H, ref) < 1e-10
     assert model.training
+
+
+def _count_forward_passes(monkeypatch):
+    calls = []
+    original = _native.sequential_forward
+
+    def counted(*args, **kwargs):
+        calls.append(args[-1])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(_native, "sequential_forward", counted)
+    return calls
+
+
+@pytest.mark.parametrize("change", ["parameter", "parameter via .data", "inputs via .data"])
+def test_forward_passes_are_kept_until_anything_they_depend_on_changes(monkeypatch, change):
+    """Repeated products over several chunks compute each chunk's forward pass once;
+    a parameter or an input changed in place (through ``.data`` too, which bumps no
+    version counter) is seen, and the products stay exact."""
+    model = _mlp(nn.Tanh)
+    X, y, _ = _batches(n=30, sizes=(30,))
+    obj = hk.Objective(model, nn.CrossEntropyLoss(), (X, y), batch_size=12)
+    H = hk.HessianOperator(obj, engine="native")
+    calls = _count_forward_passes(monkeypatch)
+    V = torch.randn(obj.n_params, 2, dtype=torch.float64)
+    first = H @ V
+    assert len(calls) == 3                       # chunks of 12, 12, 6
+    assert torch.equal(H @ V, first)
+    assert len(calls) == 3
+    weight = model[0].weight
+    if change == "parameter":
+        with torch.no_grad():
+            weight.mul_(1.5)
+    elif change == "parameter via .data":
+        weight.data.mul_(1.5)
+    else:
+        X.data[:5].mul_(2.0)
+    after = H @ V
+    assert len(calls) == (6 if "parameter" in change else 4)  # inputs: only chunk 0 changed
+    assert rel_err(after, explicit_hessian(model, nn.CrossEntropyLoss(), X, y) @ V) < 1e-10
+
+
+def test_ggn_products_use_a_hessian_forward_pass_not_the_reverse(monkeypatch):
+    model = _mlp(nn.Tanh)
+    X, y, _ = _batches(n=20, sizes=(20,))
+    obj = hk.Objective(model, nn.CrossEntropyLoss(), (X, y))
+    calls = _count_forward_passes(monkeypatch)
+    V = torch.randn(obj.n_params, 2, dtype=torch.float64)
+    G = hk.GGNOperator(obj, engine="native")
+    H = hk.HessianOperator(obj, engine="native")
+    engine = NativeEngine(obj)
+    chunk = next(obj.chunks())
+    ggn = engine.product("ggn", chunk, V)
+    hessian = engine.product("hessian", chunk, V)
+    assert calls == ["ggn", "hessian"]
+    assert torch.equal(engine.product("ggn", chunk, V), ggn)
+    assert calls == ["ggn", "hessian"]
+    assert rel_err(ggn, G @ V) < 1e-12 and rel_err(hessian, H @ V) < 1e-12
+
+
+def test_forward_passes_beyond_the_memory_budget_are_recomputed(monkeypatch):
+    model = _mlp(nn.Tanh)
+    X, y, _ = _batches(n=30, sizes=(30,))
+    obj = hk.Objective(model, nn.CrossEntropyLoss(), (X, y), batch_size=10)
+    H = hk.HessianOperator(obj, engine="native")
+    monkeypatch.setattr(NativeEngine, "max_state_bytes", 0)
+    calls = _count_forward_passes(monkeypatch)
+    V = torch.randn(obj.n_params, 1, dtype=torch.float64)
+    assert torch.equal(H @ V, H @ V)
+    assert len(calls) == 6 and not H.engine._states

@@ -101,6 +101,29 @@ def test_matmat_matches_reference(spec, k, kind):
 
 @needs_native
 @settings(max_examples=20, **SETTINGS)
+@given(spec=chains(), k=st.integers(1, 4), kind=st.sampled_from(KINDS))
+def test_forward_state_matches_reference_and_gives_the_same_products(spec, k, kind):
+    """sequential_forward against its torch.func/autograd reference; a product from the
+    state is bitwise the product that computes its own forward pass; a GGN product
+    may use the longer state of a Hessian."""
+    args = build(spec)
+    state = _native.sequential_forward(*args, kind)
+    ref = _reference.sequential_forward(*args, kind)
+    assert len(state) == len(ref) == (2 if kind == "ggn" else 4) * len(args[1]) + 1
+    for t, r in zip(state, ref):
+        assert t.shape == r.shape
+        assert_rel(t, r, 1e-12)
+    V = torch.randn(n_params(args), k, generator=torch.Generator().manual_seed(4),
+                    dtype=torch.float64)
+    assert torch.equal(_native.sequential_matmat(*args, V, kind, state),
+                       _native.sequential_matmat(*args, V, kind))
+    if kind == "hessian":
+        assert torch.equal(_native.sequential_matmat(*args, V, "ggn", state),
+                           _native.sequential_matmat(*args, V, "ggn"))
+
+
+@needs_native
+@settings(max_examples=20, **SETTINGS)
 @given(spec=chains(), kind=st.sampled_from(KINDS), data=st.data())
 def test_hbp_matches_reference(spec, kind, data):
     args = build(spec)
@@ -196,6 +219,10 @@ def test_opcheck(dtype, device):
     torch.library.opcheck(torch.ops.hesskit.sequential_matmat.default, (*args, V, "hessian"))
     torch.library.opcheck(torch.ops.hesskit.sequential_hbp.default, (*args, [0, 1], "ggn"))
     torch.library.opcheck(torch.ops.hesskit.sequential_dense.default, (*args, [1], "functional"))
+    torch.library.opcheck(torch.ops.hesskit.sequential_forward.default, (*args, "hessian"))
+    state = torch.ops.hesskit.sequential_forward(*args, "functional")
+    torch.library.opcheck(torch.ops.hesskit.sequential_matmat.default,
+                          (*args, V, "functional", state))
 
 
 @needs_native
@@ -252,6 +279,23 @@ def test_wrapper_errors_layers_kind_and_V():
 
 
 @needs_native
+def test_forward_state_is_checked():
+    """A state of the wrong length, shape, dtype or kind is refused, naming the entry."""
+    args = build(SPEC)
+    V = torch.zeros(n_params(args), 1, dtype=torch.float64)
+    ggn = _native.sequential_forward(*args, "ggn")
+    hessian = _native.sequential_forward(*args, "hessian")
+    with pytest.raises(RuntimeError, match="state must hold 9 tensors"):
+        _native.sequential_matmat(*args, V, "hessian", ggn)   # no residual tensors
+    with pytest.raises(RuntimeError, match=r"state\[1\] must have shape \(4, 7\), got \[6, 7\]"):
+        _native.sequential_matmat(*args, V, "ggn", [ggn[0], ggn[0], *ggn[2:]])
+    with pytest.raises(RuntimeError, match=r"state\[4\] must have the dtype"):
+        _native.sequential_matmat(*args, V, "ggn", [*ggn[:4], ggn[4].float()])
+    with pytest.raises(TypeError, match="state"):
+        _native.sequential_matmat(*args, V, "ggn", hessian[0])
+
+
+@needs_native
 def test_kernel_checks_raise_runtime_errors():
     """The C++ checks guard direct torch.ops calls too."""
     args = build(SPEC)
@@ -274,6 +318,10 @@ def test_wrappers_on_both_paths(path):
     H = _native.sequential_dense(*args, [0, 1], "hessian")
     assert_rel(H, _reference.sequential_dense(*args, [0, 1], "hessian"), 1e-10)
     assert_rel(_native.sequential_matmat(*args, V, "hessian"), H @ V, 1e-10)
+    state = _native.sequential_forward(*args, "hessian")
+    for t, r in zip(state, _reference.sequential_forward(*args, "hessian")):
+        assert_rel(t, r, 1e-12)
+    assert_rel(_native.sequential_matmat(*args, V, "hessian", state), H @ V, 1e-10)
     inputs, hessians = _native.sequential_hbp(*args, [1], "ggn")
     ref_inputs, ref_hessians = _reference.sequential_hbp(*args, [1], "ggn")
     assert_rel(inputs[0], ref_inputs[0], 1e-12)
