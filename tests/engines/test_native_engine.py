@@ -198,10 +198,16 @@ def test_flatten_prefix_train_mode_without_dropout_and_bare_linear():
                    explicit_hessian(linear, nn.MSELoss(), X, y)) < 1e-10
 
 
-def test_sub_chunks_give_the_same_numbers(monkeypatch):
+def _tanh_objective(n, batch_size=None):
+    """A tanh MLP with cross-entropy on n samples: ``(model, X, y, objective)``."""
     model = _mlp(nn.Tanh)
-    X, y, _ = _batches(n=40, sizes=(40,))
-    obj = hk.Objective(model, nn.CrossEntropyLoss(), (X, y))
+    X, y, _ = _batches(n=n, sizes=(n,))
+    return model, X, y, hk.Objective(model, nn.CrossEntropyLoss(), (X, y),
+                                     batch_size=batch_size)
+
+
+def test_sub_chunks_give_the_same_numbers(monkeypatch):
+    *_, obj = _tanh_objective(40)
     engine = NativeEngine(obj)
     V = torch.randn(obj.n_params, 3, dtype=torch.float64)
     chunk = next(obj.chunks())
@@ -335,9 +341,7 @@ def test_forward_passes_are_kept_until_anything_they_depend_on_changes(monkeypat
     """Repeated products over several chunks compute each chunk's forward pass once;
     a parameter or an input changed in place (through ``.data`` too, which bumps no
     version counter) is seen, and the products stay exact."""
-    model = _mlp(nn.Tanh)
-    X, y, _ = _batches(n=30, sizes=(30,))
-    obj = hk.Objective(model, nn.CrossEntropyLoss(), (X, y), batch_size=12)
+    model, X, y, obj = _tanh_objective(30, batch_size=12)
     H = hk.HessianOperator(obj, engine="native")
     calls = _count_forward_passes(monkeypatch)
     V = torch.randn(obj.n_params, 2, dtype=torch.float64)
@@ -359,9 +363,7 @@ def test_forward_passes_are_kept_until_anything_they_depend_on_changes(monkeypat
 
 
 def test_ggn_products_use_a_hessian_forward_pass_not_the_reverse(monkeypatch):
-    model = _mlp(nn.Tanh)
-    X, y, _ = _batches(n=20, sizes=(20,))
-    obj = hk.Objective(model, nn.CrossEntropyLoss(), (X, y))
+    *_, obj = _tanh_objective(20)
     calls = _count_forward_passes(monkeypatch)
     V = torch.randn(obj.n_params, 2, dtype=torch.float64)
     G = hk.GGNOperator(obj, engine="native")
@@ -377,9 +379,7 @@ def test_ggn_products_use_a_hessian_forward_pass_not_the_reverse(monkeypatch):
 
 
 def test_forward_passes_beyond_the_memory_budget_are_recomputed(monkeypatch):
-    model = _mlp(nn.Tanh)
-    X, y, _ = _batches(n=30, sizes=(30,))
-    obj = hk.Objective(model, nn.CrossEntropyLoss(), (X, y), batch_size=10)
+    *_, obj = _tanh_objective(30, batch_size=10)
     H = hk.HessianOperator(obj, engine="native")
     monkeypatch.setattr(NativeEngine, "max_state_bytes", 0)
     calls = _count_forward_passes(monkeypatch)
