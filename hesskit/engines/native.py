@@ -7,7 +7,9 @@ For models that are chains of ``nn.Linear`` layers and pointwise activations (se
 * products with the Hessian, the GGN or the functional Hessian for k vectors at
   once: forward, R-forward (Pearlmutter 1994, "Fast exact multiplication by the
   Hessian"), backward and R-backward, the k tangents carried together so that
-  every step is one GEMM plus fused pointwise kernels;
+  every step is one GEMM plus fused pointwise kernels; the forward pass of each chunk
+  (``sequential_forward``) is kept between products at unchanged parameters and data,
+  so that repeated products (eigensolvers, trace estimators) pay only their tangents;
 * every Linear layer's exact block in one backward pass: backward Hessian
   propagation (Dangel, Harmeling & Hennig 2020, "Modular block-diagonal curvature
   approximations for feedforward architectures") gives the per-sample Hessian
@@ -226,7 +228,8 @@ class NativeEngine(Engine):
         third of a single-vector product on a CPU) is kept for the next product, up to
         ``max_state_bytes``, and reused while the parameters, the chunk's inputs and
         targets are equal, value for value, to those it was computed from: changes made
-        in place, through ``.data`` included, are caught.
+        in place, through ``.data`` included, are caught (the engine keeps a copy of
+        the parameters to compare with).
         """
         _check_kind(kind)
         k = V.shape[1]
