@@ -13,9 +13,9 @@ orthonormal basis ``V`` of the multiplied blocks and the pending block
 
 where ``T`` is the projected matrix and ``C`` the coupling to ``Q``. An
 iteration multiplies ``Q`` (one ``matmat``), computes its projections onto
-every basis vector (classical Gram–Schmidt twice, which keeps the basis
-orthogonal to working precision), orthonormalizes the remainder into the
-next pending block, and solves the small eigenproblem ``T = Y Θ Yᵀ``. The Ritz
+every basis vector and orthonormalizes the remainder into the next pending
+block (reorthogonalized block Gram–Schmidt, BCGS2: two passes over the basis,
+which keep it orthogonal to working precision; see :func:`_extend`), and solves the small eigenproblem ``T = Y Θ Yᵀ``. The Ritz
 pair ``(θᵢ, V yᵢ)`` has residual ``‖H V yᵢ − θᵢ V yᵢ‖ = ‖C yᵢ‖``, free of
 charge. When the basis is full it is restarted with the most wanted Ritz
 vectors (``T`` becomes diagonal, ``C ← C Y``), which keeps memory at
@@ -120,7 +120,10 @@ def eigenvalues(
             eigenpairs (clusters and multiplicities included) in fewer passes over
             the data but spends more products in all (about 2.5x for ``k=5``);
             ``block_size=1`` spends the fewest products, which is faster when a
-            product's cost grows with the number of columns (small models on a CPU).
+            product's cost grows with the number of columns (small models on a CPU),
+            but like every single-vector method (ARPACK's included) it may find only one
+            copy of an eigenvalue of exact multiplicity: a block of ``b`` columns
+            finds up to ``b`` copies.
         max_basis: the number of basis vectors kept before a restart; default
             ``max(20, 10 * block_size)``.
 
@@ -186,33 +189,28 @@ def _block_lanczos(
 ) -> EigenResult:
     """Thick-restart block Lanczos; see :func:`eigenvalues` for the arguments."""
     size, dtype, device, eps = lin.size, lin.dtype, lin.device, lin.eps
-    basis = torch.empty(size, n_max + b, dtype=dtype, device=device)
+    # rows[i] is basis vector i: the first m rows are one contiguous (m, P) slab, so that
+    # the projections onto the basis are plain GEMMs over contiguous memory.
+    rows = torch.empty(n_max + b, size, dtype=dtype, device=device)
     T = torch.zeros(n_max, n_max, dtype=dtype, device=device)
-    basis[:, :b], _ = _orthonormalize(
-        random_block(generator, size, b, dtype, device), basis[:, :0], 0.0, generator
-    )
+    start_block = random_block(generator, size, b, dtype, device)
+    rows[:b] = _extend(start_block, rows[:0], 0.0, generator)[0].mT
     n_kept = min(n_max - b, max(k + b, n_max // 2))
-    m = 0  # multiplied basis columns; basis[:, m:m+b] is the pending block
+    m = 0  # multiplied basis vectors; rows[m:m+b] is the pending block
     norm_est = 0.0
     start = lin.n_matvecs
     with progress_bar(progress, max_matvecs, "eigenvalues") as bar:
         while True:
-            W = lin.matmat(basis[:, m : m + b])
+            W = lin.matmat(rows[m : m + b].mT)
             bar.update(b)
             norm_est = max(norm_est, float(torch.linalg.matrix_norm(W, ord=2)))
-            V = basis[:, : m + b]
-            coeffs = V.mT @ W
-            W = W - V @ coeffs
-            second = V.mT @ W
-            W = W - V @ second
-            coeffs = coeffs + second
+            pending, R, coeffs = _extend(W, rows[: m + b], 64 * eps * norm_est, generator)
             T[:m, m : m + b] = coeffs[:m]
             T[m : m + b, :m] = coeffs[:m].mT
             T[m : m + b, m : m + b] = 0.5 * (coeffs[m:] + coeffs[m:].mT)
             m += b
             theta, Y = torch.linalg.eigh(T[:m, :m])
             norm_est = max(norm_est, float(theta.abs().max()))
-            pending, R = _orthonormalize(W, basis[:, :m], 64 * eps * norm_est, generator)
             order = wanted_order(theta, which)
             # ‖H V y − θ V y‖ = ‖R y_last‖: only the last block couples to `pending`.
             est = torch.linalg.vector_norm(R @ Y[m - b : m, order[:k]], dim=0)
@@ -220,7 +218,7 @@ def _block_lanczos(
             budget_left = max_matvecs - (lin.n_matvecs - start)
             if bool((est <= tol * scale).all()) or budget_left < b + k:
                 values, vectors, residuals = _ritz_check(
-                    lin, basis[:, :m], theta[order[:k]], Y[:, order[:k]], norm_est
+                    lin, rows[:m].mT, theta[order[:k]], Y[:, order[:k]], norm_est
                 )
                 bar.update(k)
                 converged = bool((residuals <= tol).all())
@@ -228,11 +226,11 @@ def _block_lanczos(
                     break
             if m + b > n_max:
                 keep = order[:n_kept]
-                basis[:, :n_kept] = basis[:, :m] @ Y[:, keep]
+                rows[:n_kept] = Y[:, keep].mT @ rows[:m]
                 T.zero_()
                 T[:n_kept, :n_kept] = torch.diag(theta[keep])
                 m = n_kept
-            basis[:, m : m + b] = pending
+            rows[m : m + b] = pending.mT
     if not converged:
         warnings.warn(
             f"eigenvalues: not converged to tol={tol:g} within max_matvecs={max_matvecs} "
@@ -267,27 +265,46 @@ def _ritz_check(
     return values, vectors, res / scale
 
 
-def _orthonormalize(
+def _extend(
     W: torch.Tensor, V: torch.Tensor, threshold: float, generator: torch.Generator
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Orthonormalizes a block ``W`` (already projected off ``V``) against ``V``.
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Orthonormalizes a block ``W`` (P, b) against the basis rows ``V`` (m, P).
 
-    Returns ``Q`` with orthonormal columns orthogonal to ``V`` and ``R`` with
-    ``W ≈ Q R`` (up to ``threshold`` and rounding). Directions of ``W`` whose
-    singular value is at most ``threshold`` are a breakdown (``V`` spans an
-    invariant subspace there): they are replaced by random directions with a
-    zero row in ``R``, so the iteration continues in the rest of the space.
+    Block classical Gram–Schmidt with reorthogonalization after the intra-block
+    step (BCGS2; Barlow & Smoktunowicz, "Reorthogonalized block classical
+    Gram–Schmidt", Numer. Math. 2013): project once, ``W₁ = W − Vᵀ C₁``;
+    orthonormalize ``W₁ = U R₁`` (an SVD); project ``U`` again,
+    ``U₂ = U − Vᵀ C₂``, and once more if a column of ``U₂`` lost more than
+    ``1 − 1/√2`` of its norm (Daniel, Gragg, Kaufman & Stewart 1976); ``U₂ = Q R₂``.
+    Then ``W = Vᵀ (C₁ + C₂ R₁) + Q R₂ R₁`` and ``Q`` is orthogonal to ``V`` and
+    orthonormal to working precision, with two passes over ``V`` in the common
+    case (classical Gram–Schmidt twice, and then again after the normalization,
+    would take four).
+
+    Directions of ``W₁`` whose singular value is at most ``threshold`` are a
+    breakdown (``V`` spans an invariant subspace there): they are replaced by
+    random directions with a zero row in ``R``, so the iteration continues in the
+    rest of the space.
+
+    Returns:
+        ``(Q, R, C)``: ``Q`` (P, b) orthonormal and orthogonal to ``V``, ``R`` (b, b)
+        and the projections ``C = V W`` (m, b), with ``W ≈ Vᵀ C + Q R``.
     """
-    U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+    C = V @ W
+    U, S, Vh = torch.linalg.svd(W - V.mT @ C, full_matrices=False)
     R = S[:, None] * Vh
     broken = S <= threshold
     if bool(broken.any()):
         n_broken = int(broken.sum())
         fresh = random_block(generator, W.shape[0], n_broken, W.dtype, W.device)
         U = U.clone()
-        U[:, broken] = fresh
+        U[:, broken] = fresh / torch.linalg.vector_norm(fresh, dim=0)
         R[broken] = 0.0
-    for _ in range(2):  # a last Gram–Schmidt pass: U's small-σ columns carry V-components
-        U = U - V @ (V.mT @ U)
+    for _ in range(2):
+        C2 = V @ U
+        U = U - V.mT @ C2
+        C = C + C2 @ R
+        if bool((torch.linalg.vector_norm(U, dim=0) > 0.5**0.5).all()):
+            break
     Q, R2 = torch.linalg.qr(U)
-    return Q, R2 @ R
+    return Q, R2 @ R, C

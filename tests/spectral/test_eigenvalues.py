@@ -195,3 +195,58 @@ def test_float32_operators_get_a_tolerance_they_can_reach():
         assert r.converged and float(r.residuals.max()) <= 128 * torch.finfo(torch.float32).eps
         exact = torch.linalg.eigvalsh(H.dense().double())[-3:].flip(0)
         torch.testing.assert_close(r.values.double(), exact, rtol=1e-4, atol=0)
+
+
+def _basis_rows(P, m, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.linalg.qr(torch.randn(P, m, dtype=torch.float64, generator=g))[0].T.contiguous()
+
+
+@pytest.mark.parametrize("offset", [1.0, 1e-6, 1e-11])
+def test_extend_orthonormalizes_against_the_basis(offset):
+    """BCGS2 (lanczos._extend): Q orthonormal and orthogonal to V to working precision,
+    and W = Vᵀ C + Q R, also for blocks that lie almost in span(V) (offset: their
+    component outside it), where one Gram–Schmidt pass alone loses orthogonality."""
+    from hesskit.spectral.lanczos import _extend
+
+    P, m, b = 300, 40, 4
+    V = _basis_rows(P, m, 0)
+    g = torch.Generator().manual_seed(1)
+    W = V.T @ torch.randn(m, b, dtype=torch.float64, generator=g) \
+        + offset * torch.randn(P, b, dtype=torch.float64, generator=g)
+    Q, R, C = _extend(W, V, 0.0, torch.Generator().manual_seed(2))
+    eps = torch.finfo(torch.float64).eps
+    assert float((Q.T @ Q - torch.eye(b, dtype=torch.float64)).abs().max()) <= 20 * eps
+    assert float((V @ Q).abs().max()) <= 20 * eps
+    assert float((V.T @ C + Q @ R - W).abs().max()) <= 100 * eps * float(W.abs().max())
+    torch.testing.assert_close(C, V @ W, rtol=0, atol=100 * eps * float(W.abs().max()))
+
+
+def test_extend_replaces_a_breakdown_by_a_fresh_direction():
+    """A block column inside span(V) (singular value under the threshold) is replaced
+    by a random unit direction orthogonal to V, with a zero row in R."""
+    from hesskit.spectral.lanczos import _extend
+
+    P, m = 200, 10
+    V = _basis_rows(P, m, 3)
+    g = torch.Generator().manual_seed(4)
+    W = torch.stack([V.T @ torch.randn(m, dtype=torch.float64, generator=g),
+                     torch.randn(P, dtype=torch.float64, generator=g)], dim=1)
+    Q, R, C = _extend(W, V, 1e-8, torch.Generator().manual_seed(5))
+    eps = torch.finfo(torch.float64).eps
+    assert float((Q.T @ Q - torch.eye(2, dtype=torch.float64)).abs().max()) <= 20 * eps
+    assert float((V @ Q).abs().max()) <= 20 * eps
+    assert int((torch.linalg.vector_norm(R, dim=1) == 0).sum()) == 1
+    torch.testing.assert_close(V.T @ C + Q @ R, W, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("block_size", [3, 4])
+def test_invariant_krylov_space_continues_in_fresh_directions(spectrum_matrix, block_size):
+    """Four distinct eigenvalues: the Krylov space of a start block is invariant after
+    four blocks (a breakdown: the next block is replaced by random directions); a
+    block at least as wide as the multiplicity finds the whole top eigenspace.
+    (A single vector finds one copy of each eigenvalue, as documented.)"""
+    ev = torch.tensor([9.0] * 3 + [4.0] * 100 + [1.0] * 100 + [-2.0] * 97, dtype=torch.float64)
+    A = spectrum_matrix(ev)
+    result = hk.eigenvalues(A, k=4, block_size=block_size, method="lanczos")
+    _check_pairs(A, result, torch.tensor([9.0, 9.0, 9.0, 4.0]).double(), 1e-6)
