@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from hesskit._validation import all_finite
 from hesskit.engines import make_engine
 from hesskit.objective import Objective
 
@@ -90,7 +91,7 @@ class CurvatureOperator:
         self.objective.check_vector(V, "V")
         if V.ndim != 2:
             raise ValueError(f"V: expected shape (P, k), got {tuple(V.shape)}")
-        if not torch.isfinite(V).all():
+        if not all_finite(V):
             raise ValueError("V: contains non-finite values")
         V = V.contiguous()
         out = torch.zeros_like(V)
@@ -116,8 +117,8 @@ class CurvatureOperator:
         return self.matmat(other)
 
     def _check_finite(self, out: Tensor) -> None:
-        bad = ~torch.isfinite(out)
-        if bad.any():
+        if not all_finite(out):
+            bad = ~torch.isfinite(out)
             row = int(bad.any(dim=1).nonzero()[0])
             raise FloatingPointError(
                 f"{type(self).__name__}: the product has non-finite entries, first in "

@@ -14,6 +14,8 @@ from typing import Optional
 
 import torch
 
+from hesskit._validation import all_finite
+
 __all__ = ["LinearOperator", "as_operator"]
 
 
@@ -73,7 +75,7 @@ class LinearOperator:
                 f"{self._name}: matmat returned shape {tuple(out.shape)} for a block of "
                 f"shape {tuple(V.shape)}"
             )
-        if not bool(torch.isfinite(out).all()):
+        if not all_finite(out):
             raise FloatingPointError(f"{self._name}: a curvature product is not finite")
         return out
 

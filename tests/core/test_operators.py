@@ -179,6 +179,23 @@ def test_non_finite_product_names_the_parameter(float64):
         H @ torch.ones(H.shape[0])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_all_finite_is_exact_where_the_sum_overflows(dtype):
+    """The check behind every product: a sum that overflows (finite entries) is not
+    mistaken for a non-finite entry; inf, -inf and NaN anywhere are caught."""
+    from hesskit._validation import all_finite
+
+    big = torch.full((4, 3), torch.finfo(dtype).max, dtype=dtype)
+    assert not torch.isfinite(big.sum()) and all_finite(big)
+    assert all_finite(torch.zeros(0, 2, dtype=dtype))
+    for bad in (float("inf"), -float("inf"), float("nan")):
+        for where in ((0, 0), (3, 2)):
+            for base in (torch.zeros(4, 3, dtype=dtype), big, -big):
+                t = base.clone()
+                t[where] = bad
+                assert not all_finite(t), (bad, where)
+
+
 class _NoVmapSquare(torch.autograd.Function):
     """x² through a custom Function without a vmap rule: torch.func cannot batch it."""
 
