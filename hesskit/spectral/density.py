@@ -17,9 +17,10 @@ Hessian eigenvalue density" (ICML 2019).
 
 Here the ``n_runs`` Lanczos recurrences advance together: step ``j`` is ONE
 ``matmat`` of the ``n_runs`` current vectors (one pass over the data), and
-each run is fully reorthogonalized against its own previous vectors
-(classical Gram–Schmidt twice), so that no spurious copies of the outlier
-eigenvalues appear. Memory: ``n_steps · n_runs · P`` numbers for the bases.
+each run is fully reorthogonalized against its own previous vectors (after
+the three-term step, one classical Gram–Schmidt pass over the run's basis, and
+a second where the first removed most of the vector: Daniel, Gragg, Kaufman &
+Stewart 1976), so that no spurious copies of the outlier eigenvalues appear. Memory: ``n_steps · n_runs · P`` numbers for the bases.
 """
 from __future__ import annotations
 
@@ -139,10 +140,18 @@ def _block_lanczos_quadrature(
         alpha[j] = (W * basis[:, j].unsqueeze(1)).sum(dim=(1, 2))
         if j == n_steps - 1:
             break
+        # the three-term step, then each run against its whole basis: w_r ← w_r − Q_r (Q_rᵀ w_r),
+        # once more where that pass removed more than 1 − 1/√2 of the norm (DGKS)
+        W = W - alpha[j][:, None, None] * basis[:, j : j + 1]
+        if j > 0:
+            W = W - beta[j - 1][:, None, None] * basis[:, j - 1 : j]
         previous = basis[:, : j + 1]  # (n_runs, j + 1, P)
-        for _ in range(2):  # each run against its own basis: w_r ← w_r − Q_r (Q_rᵀ w_r)
+        for _ in range(2):
+            before = torch.linalg.vector_norm(W, dim=(1, 2))
             W = W - (W @ previous.mT) @ previous
-        b = torch.linalg.vector_norm(W, dim=(1, 2))
+            b = torch.linalg.vector_norm(W, dim=(1, 2))
+            if not bool((b < 0.5**0.5 * before).any()):
+                break
         # An invariant Krylov space (β at rounding level): the run's quadrature is exact;
         # its remaining vectors stay 0, which decouples the surplus nodes (weight 0).
         alive = b > 64 * math.sqrt(size) * lin.eps * norm_est
