@@ -50,13 +50,10 @@ def gemm_peak(dtype, device: str, repeats: int) -> float:
 
 
 def mlp(sizes, act, dtype, device, seed=0):
+    """``hk.models.mlp`` with widths ``sizes`` and activation ``act`` ("tanh", "relu"),
+    initialized from torch seed ``seed``."""
     torch.manual_seed(seed)
-    layers = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(act())
-    return nn.Sequential(*layers).to(dtype=dtype, device=device)
+    return hk.models.mlp(sizes[0], sizes[1:-1], sizes[-1], activation=act).to(dtype=dtype, device=device)
 
 
 def data(sizes, n, dtype, device, seed=1):
@@ -231,12 +228,12 @@ def main(argv=None):
 
     f32, f64 = torch.float32, torch.float64
     row("product 64-32-32-10 tanh N=512 k=64", "func", 1.3,
-        *case_products(mid, nn.Tanh, 512, 64, f32, device, r), "float32")
+        *case_products(mid, "tanh", 512, 64, f32, device, r), "float32")
     row("product 64-10-10-10 relu N=100 k=16", "func", 5.0,
-        *case_products(tiny, nn.ReLU, 100, 16, f32, device, r), "float32")
+        *case_products(tiny, "relu", 100, 16, f32, device, r), "float32")
     row("all layer blocks 64-32-32-10 tanh N=512", "func basis columns", 8.0,
-        *case_blocks(mid, nn.Tanh, 512, f32, device, r), "float32")
-    t_func, t_native, flops, err, t_prod = case_dense(mid, nn.Tanh, 128, f64, device, r)
+        *case_blocks(mid, "tanh", 512, f32, device, r), "float32")
+    t_func, t_native, flops, err, t_prod = case_dense(mid, "tanh", 128, f64, device, r)
     row("dense Hessian 64-32-32-10 tanh N=128 (P=3466)", "torch.func.hessian", 4.0,
         t_func, t_native, flops, err, "float64")
     # the two native algorithms for the dense matrix: Kronecker factors vs products
@@ -245,9 +242,9 @@ def main(argv=None):
     if device == "cuda":  # sizes at which a GPU is busy: MNIST-sized MLP, N = 4096
         big = (784, 256, 256, 10)
         row("product 784-256-256-10 relu N=4096 k=64", "func", None,
-            *case_products(big, nn.ReLU, 4096, 64, f32, device, r), "float32")
+            *case_products(big, "relu", 4096, 64, f32, device, r), "float32")
         row("all layer blocks 256-128-128-10 relu N=4096", "func basis columns", None,
-            *case_blocks((256, 128, 128, 10), nn.ReLU, 4096, f32, device, r, column_block=64),
+            *case_blocks((256, 128, 128, 10), "relu", 4096, f32, device, r, column_block=64),
             "float32")
     result = {"machine": machine_info(device), "gemm_peak_gflops": peaks, "rows": rows}
 
