@@ -28,4 +28,6 @@ $PY -m pytest -q -p no:cacheprovider -x -n 8 --ignore=tests/native --ignore=test
 
 $PY benchmarks/bench_native.py --device cuda && cp benchmarks/results/native_cuda.json "$OUT/"
 $PY benchmarks/bench_products.py --device cuda && cp benchmarks/results/products_*.json "$OUT/"
+$PY benchmarks/bench_spectral.py --device cuda --repeats 5 && cp benchmarks/results/bench_spectral_*.json "$OUT/"
+$PY benchmarks/bench_training.py --device cuda && cp benchmarks/results/bench_training_*.json "$OUT/"
 echo "total: $(( $(date +%s) - start )) s"
