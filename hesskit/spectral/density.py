@@ -20,7 +20,8 @@ Here the ``n_runs`` Lanczos recurrences advance together: step ``j`` is ONE
 each run is fully reorthogonalized against its own previous vectors (after
 the three-term step, one classical Gram–Schmidt pass over the run's basis, and
 a second where the first removed most of the vector: Daniel, Gragg, Kaufman &
-Stewart 1976), so that no spurious copies of the outlier eigenvalues appear. Memory: ``n_steps · n_runs · P`` numbers for the bases.
+Stewart 1976), so that no spurious copies of the outlier eigenvalues appear.
+Memory: ``n_steps · n_runs · P`` numbers for the bases.
 """
 from __future__ import annotations
 
