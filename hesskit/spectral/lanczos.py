@@ -17,9 +17,10 @@ every basis vector and orthonormalizes the remainder into the next pending
 block (reorthogonalized block Gram–Schmidt, BCGS2: two passes over the basis,
 which keep it orthogonal to working precision; see :func:`_extend`), and
 solves the small eigenproblem ``T = Y Θ Yᵀ``. The Ritz pair ``(θᵢ, V yᵢ)``
-has residual ``‖H V yᵢ − θᵢ V yᵢ‖ = ‖C yᵢ‖``, free of charge. When the basis is full it is restarted with the most wanted Ritz
-vectors (``T`` becomes diagonal, ``C ← C Y``), which keeps memory at
-``max_basis`` vectors while the Krylov space keeps its best directions.
+has residual ``‖H V yᵢ − θᵢ V yᵢ‖ = ‖C yᵢ‖``, free of charge. When the
+basis is full it is restarted with the most wanted Ritz vectors (``T``
+becomes diagonal, ``C ← C Y``), which keeps memory at ``max_basis`` vectors
+while the Krylov space keeps its best directions.
 
 Convergence is declared on the relative residual
 ``‖H v − λ v‖ / max(|λ|, √ε ‖H‖) ≤ tol`` and then confirmed with one more
