@@ -141,8 +141,9 @@ def _block_lanczos_quadrature(
         alpha[j] = (W * basis[:, j].unsqueeze(1)).sum(dim=(1, 2))
         if j == n_steps - 1:
             break
-        # the three-term step, then each run against its whole basis: w_r ← w_r − Q_r (Q_rᵀ w_r),
-        # once more where that pass removed more than 1 − 1/√2 of the norm (DGKS)
+        # the three-term step, then each run against its whole basis,
+        # w_r ← w_r − Q_r (Q_rᵀ w_r), once more where that pass removed more than
+        # 1 − 1/√2 of the norm (DGKS)
         W = W - alpha[j][:, None, None] * basis[:, j : j + 1]
         if j > 0:
             W = W - beta[j - 1][:, None, None] * basis[:, j - 1 : j]
