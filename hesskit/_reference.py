@@ -6,6 +6,8 @@ valid: the public wrappers in :mod:`hesskit._native` check them first.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 __all__ = ["kron_block", "kron_block_vjp"]
@@ -113,12 +115,22 @@ def _seq_layers(weights, biases, programs, start: int = 0):
     return list(zip(weights, biases, programs))[start:]
 
 
+def _seq_affine(a: torch.Tensor, W: torch.Tensor, b) -> torch.Tensor:
+    """A Linear layer's output ``a Wᵀ (+ b)``."""
+    return a @ W.T if b is None else torch.addmm(b, a, W.T)
+
+
+def _seq_activate(x: torch.Tensor, program) -> torch.Tensor:
+    """A layer's activation program (its pointwise functions in order) applied to ``x``."""
+    for code, arg0, arg1 in program:
+        x = _SEQ_ACTIVATIONS[code](x, arg0, arg1)
+    return x
+
+
 def _seq_forward(a: torch.Tensor, params, layers) -> torch.Tensor:
     """Chain output from the input ``a`` of ``layers``; ``params`` = [(W, b), ...]."""
     for (W, b), (_, _, program) in zip(params, layers):
-        a = a @ W.T if b is None else torch.addmm(b, a, W.T)
-        for code, arg0, arg1 in program:
-            a = _SEQ_ACTIVATIONS[code](a, arg0, arg1)
+        a = _seq_activate(_seq_affine(a, W, b), program)
     return a
 
 
@@ -215,24 +227,16 @@ def sequential_forward(X, weights, biases, act_codes, act_args, act_counts, loss
     _seq_check_kind(kind)
     programs = _seq_programs(act_codes, act_args, act_counts)
 
-    def activation(program):
-        def s(x):
-            for code, arg0, arg1 in program:
-                x = _SEQ_ACTIVATIONS[code](x, arg0, arg1)
-            return x
-        return s
-
     inputs, d1, d2, outs = [], [], [], []
     a = X.detach().requires_grad_()  # a graph from the inputs, whatever W requires
     for W, b, program in zip(weights, biases, programs):
         a_in = a.detach()
         inputs.append(a_in if b is None else torch.cat([a_in, torch.ones_like(a_in[:, :1])], 1))
-        z = a @ W.T if b is None else torch.addmm(b, a, W.T)
-        s = activation(program)
-        first = torch.func.vmap(torch.func.grad(s))
-        d1.append(first(z.detach().reshape(-1)).view_as(z))
-        d2.append(torch.func.vmap(torch.func.grad(torch.func.grad(s)))(z.detach().reshape(-1))
-                  .view_as(z))
+        z = _seq_affine(a, W, b)
+        s = functools.partial(_seq_activate, program=program)
+        entries = z.detach().reshape(-1)
+        d1.append(torch.func.vmap(torch.func.grad(s))(entries).view_as(z))
+        d2.append(torch.func.vmap(torch.func.grad(torch.func.grad(s)))(entries).view_as(z))
         a = s(z)
         outs.append((z, a))
     f = a
@@ -290,7 +294,7 @@ def sequential_hbp(X, weights, biases, act_codes, act_args, act_counts, loss, ta
     for l in [int(i) for i in layers]:
         a = _seq_forward(X, params[:l], chain[:l])
         W, b = params[l]
-        z = a @ W.T if b is None else torch.addmm(b, a, W.T)
+        z = _seq_affine(a, W, b)
         upper = [(torch.eye(W.shape[0], dtype=W.dtype, device=W.device), None)] + params[l + 1:]
         upper_chain = [(None, None, programs[l])] + chain[l + 1:]
 

@@ -149,7 +149,8 @@ class NativeEngine(Engine):
         self._last_loss_terms = None
         #: (chunk index, slice start, slice stop) -> forward state of that sub-chunk
         self._states: dict[tuple[int, int, int], _CachedState] = {}
-        self._state_params: list[Tensor] | None = None  # the parameters the states are of
+        #: (activation spec, copies of the parameters) the kept states were computed from
+        self._state_params: tuple[tuple, list[Tensor]] | None = None
 
     def _rows_in(self, layout: dict[str, tuple[int, int]]) -> Tensor | None:
         """Positions of the objective's parameters in ``layout``; ``None`` when they fill
