@@ -43,7 +43,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import hesskit as hk
-from hesskit.experiments import Claim, ResultStore, experiment_parser, print_claims, run_size
+from studies import Claim, ResultStore, count_correct, experiment_parser, print_claims, run_size
 
 SETTINGS = {
     "smoke": dict(seeds=2, epochs=2, last=1, train_limit=300, lr=0.05, batch_size=32,
@@ -69,12 +69,9 @@ def load_data(args):
     return ((X_train - mean) / std, y_train), ((X_test - mean) / std, y_test)
 
 
-def error(model, X, y, batch=1000):
-    model.eval()
-    with torch.no_grad():
-        wrong = sum((model(X[i:i + batch]).argmax(1) != y[i:i + batch]).sum().item()
-                    for i in range(0, len(X), batch))
-    return 100.0 * wrong / len(X)
+def error(model, X, y):
+    """Test error in percent."""
+    return 100.0 * (len(X) - count_correct(model, X, y)) / len(X)
 
 
 def train_run(method, seed, data, s):
@@ -142,7 +139,7 @@ def figure(summary, reference, store, title):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from hesskit.plotting.layers import plot_history, plot_method_bars
+    from studies.figures import plot_history, plot_method_bars
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     plot_method_bars(list(METHODS), [summary[m]["test_error_mean"] for m in METHODS],

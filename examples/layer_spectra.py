@@ -25,7 +25,6 @@ Results: ``results/layer_spectra/epoch_<e>.json`` (every number plotted),
 ``summary.json``, ``distance_vs_depth.png``, ``densities.png``, ``curvature_vs_epoch.png``.
 A run resumes from the epochs already on disk (``--fresh`` recomputes).
 """
-import os
 import time
 
 import torch
@@ -33,7 +32,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import hesskit as hk
-from hesskit.experiments import Claim, ResultStore, experiment_parser, print_claims, run_size
+from studies import (
+    Claim, ResultStore, accuracy, experiment_parser, print_claims, run_size, train_epoch,
+)
 
 # Sizes: the default fits `make demo` (a few minutes on 2 CPU cores).
 SETTINGS = {
@@ -59,25 +60,6 @@ def load_data(args):
         args.dataset, args.data_root, pad_to=32, seed=args.seed)
     mean, std = X_train.mean(), X_train.std()
     return ((X_train - mean) / std, y_train), ((X_test - mean) / std, y_test)
-
-
-def accuracy(model, X, y, batch=1000):
-    model.eval()
-    with torch.no_grad():
-        return sum((model(X[i:i + batch]).argmax(1) == y[i:i + batch]).sum().item()
-                   for i in range(0, len(X), batch)) / len(X)
-
-
-def train_epoch(model, opt, X, y, batch_size, generator):
-    model.train()
-    total = 0.0
-    for idx in torch.randperm(len(X), generator=generator).split(batch_size):
-        opt.zero_grad()
-        loss = nn.functional.cross_entropy(model(X[idx]), y[idx])
-        loss.backward()
-        opt.step()
-        total += loss.item() * len(idx)
-    return total / len(X)
 
 
 def measure(model, subset, s, seed, bar):
@@ -110,13 +92,6 @@ def measure(model, subset, s, seed, bar):
     }
 
 
-def save_checkpoint(path, model, opt):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict()}, tmp)
-    os.replace(tmp, path)
-
-
 def run(args, s, store):
     (X_train, y_train), (X_test, y_test) = load_data(args)
     if s["train_limit"]:
@@ -143,7 +118,8 @@ def run(args, s, store):
         bar.set_postfix_str(f"epoch {epoch}: training")
         generator = torch.Generator().manual_seed(args.seed * 1000 + epoch)
         train_loss = train_epoch(model, opt, X_train, y_train, s["batch_size"], generator)
-        save_checkpoint(ckpt, model, opt)
+        store.save_checkpoint(ckpt.name, {"model": model.state_dict(),
+                                          "optimizer": opt.state_dict()})
         bar.update()
         record = {"epoch": epoch, "train_loss": train_loss,
                   "train_accuracy": accuracy(model, X_train, y_train),
@@ -161,7 +137,7 @@ def figures(epochs, store):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from hesskit.plotting.layers import plot_history, plot_layer_densities, plot_layer_distances
+    from studies.figures import plot_history, plot_layer_densities, plot_layer_distances
 
     names = list(epochs[0]["layers"])
     labels = [f"{n}:{epochs[0]['layers'][n]['type']}" for n in names]

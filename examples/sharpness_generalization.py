@@ -35,7 +35,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import hesskit as hk
-from hesskit.experiments import Claim, ResultStore, experiment_parser, print_claims, run_size
+from studies import Claim, ResultStore, accuracy, experiment_parser, print_claims, run_size
 
 FULL_BATCH = 0  # batch size 0 stands for the whole training set
 SETTINGS = {
@@ -60,13 +60,6 @@ def load_data(args):
         args.dataset, args.data_root, flatten=True, seed=0)
     scale = hk.data.Standardize().fit(X_train)
     return (scale(X_train), y_train), (scale(X_test), y_test)
-
-
-def accuracy(model, X, y, chunk):
-    model.eval()
-    with torch.no_grad():
-        return sum((model(X[i:i + chunk]).argmax(1) == y[i:i + chunk]).sum().item()
-                   for i in range(0, len(X), chunk)) / len(X)
 
 
 def train_run(cfg, data, s, args):
@@ -207,7 +200,7 @@ def figure(grid, sweep, store, s):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from hesskit.plotting.sharpness import plot_edge_of_stability, plot_sharpness_generalization
+    from studies.figures import plot_edge_of_stability, plot_sharpness_generalization
 
     def shown(runs):
         return [{**r, "batch size": bs_name(r["batch_size"])}
