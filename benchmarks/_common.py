@@ -2,6 +2,7 @@
 ``_common``: each script runs with ``benchmarks/`` first on ``sys.path``)."""
 from __future__ import annotations
 
+import json
 import os
 import platform
 import time
@@ -11,6 +12,7 @@ import torch
 
 import hesskit as hk
 from hesskit import _native
+from hesskit._io import atomic_write
 
 
 def best_times(fns: dict[str, Callable[[], object]], repeats: int, device: str) -> dict[str, float]:
@@ -32,6 +34,13 @@ def best_times(fns: dict[str, Callable[[], object]], repeats: int, device: str) 
                 torch.cuda.synchronize()
             best[name] = min(best[name], time.perf_counter() - t0)
     return best
+
+
+def write_json(path, payload, indent: int = 2) -> None:
+    """Write ``payload`` as JSON to ``path`` atomically (temporary file, then rename), so
+    that an interrupted run never leaves a half-written result."""
+    text = json.dumps(payload, indent=indent)
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def cpu_model() -> str:

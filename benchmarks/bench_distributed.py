@@ -8,7 +8,6 @@ each process's peak memory growth with ``batch_size`` chunking on (1000) and off
     python benchmarks/bench_distributed.py [--samples 20000] [--k 64]
 """
 import argparse
-import json
 import multiprocessing
 import os
 import platform
@@ -88,11 +87,10 @@ def main():
               f"{r['seconds']:>8.2f} {base / r['seconds']:>8.2f} "
               f"{r['peak_mib_per_process']:>13.1f}")
     if args.out:
-        tmp = args.out + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump({"samples": args.samples, "k": args.k, "torch": torch.__version__,
-                       "cores": os.cpu_count(), "results": results}, f, indent=1)
-        os.replace(tmp, args.out)
+        from _common import write_json  # here: the workers import hesskit themselves
+
+        write_json(args.out, {"samples": args.samples, "k": args.k, "torch": torch.__version__,
+                              "cores": os.cpu_count(), "results": results}, indent=1)
 
 
 if __name__ == "__main__":

@@ -23,10 +23,8 @@ table with the machine and versions and writes it to ``benchmarks/results/native
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import tempfile
 
 import torch
 from torch import nn
@@ -36,7 +34,7 @@ import hesskit as hk
 from hesskit import _native
 from hesskit.engines.native import NativeEngine
 
-from _common import best_times, machine_info
+from _common import best_times, machine_info, write_json
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -189,12 +187,8 @@ def case_dense(sizes, act, n, dtype, device, repeats):
 
 
 def save(result, device):
-    os.makedirs(RESULTS, exist_ok=True)
     path = os.path.join(RESULTS, f"native_{device}.json")
-    fd, tmp = tempfile.mkstemp(dir=RESULTS, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(tmp, path)
+    write_json(path, result)
     return path
 
 

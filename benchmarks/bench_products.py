@@ -34,12 +34,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 from typing import Callable
 
 import torch
 
-from _common import best_times, machine_info
+from _common import best_times, machine_info, write_json
 from hesskit import _native, _reference
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -205,14 +204,6 @@ def _formatted(rows: list[dict]) -> list[dict]:
     return [{k: (f"{v:.2f}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
 
 
-def write_json_atomically(path: str, payload: dict) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -236,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
         results[name] = rows
     if args.device == "cuda":
         gpu = info["gpu"].replace(" ", "_")
-        write_json_atomically(os.path.join(RESULTS, f"products_{gpu}.json"),
+        write_json(os.path.join(RESULTS, f"products_{gpu}.json"),
                               {"machine": info, "results": results})
 
 

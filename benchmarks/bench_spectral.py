@@ -50,12 +50,10 @@ import argparse
 import copy
 import importlib
 import importlib.metadata
-import json
 import math
 import os
 import platform
 import statistics
-import tempfile
 import time
 import traceback
 from unittest import mock
@@ -68,6 +66,7 @@ import torch
 from torch import nn
 
 import hesskit as hk
+from _common import write_json
 from hesskit.data import load_digits
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -353,11 +352,8 @@ def main() -> None:
           "relative error; SLQ, the 1-Wasserstein distance of the quadrature to the eigenvalue\n"
           "distribution / ||H||_2. Trace and SLQ errors are those of one seeded draw of probes.")
     if args.device.startswith("cuda"):
-        os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
         path = os.path.join(HERE, "results", f"bench_spectral_{device_name.replace(' ', '_')}.json")
-        with tempfile.NamedTemporaryFile("w", dir=os.path.dirname(path), delete=False, suffix=".tmp") as f:
-            json.dump(dict(device=device_name, torch=torch.__version__, peers=versions, rows=rows), f, indent=2)
-        os.replace(f.name, path)
+        write_json(path, dict(device=device_name, torch=torch.__version__, peers=versions, rows=rows))
         print(f"written: {path}")
 
 

@@ -19,10 +19,8 @@ Results taken on a GPU are also written to ``benchmarks/results/bench_training_<
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import tempfile
 import time
 
 import torch
@@ -32,7 +30,7 @@ import hesskit as hk  # noqa: F401  (the package under test)
 from hesskit.models.cnn import lenet
 from hesskit.optim import SAM, SGDHTR
 
-from _common import machine_info
+from _common import machine_info, write_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -131,12 +129,8 @@ def main() -> None:
             print(f"  {name:<18}{1e3 * seconds:>10.2f}{seconds / medians['SGD']:>9.2f}")
 
     if device.type == "cuda":
-        os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
         path = os.path.join(HERE, "results", f"bench_training_{info['gpu'].replace(' ', '_')}.json")
-        payload = {"machine": info, "median_seconds": results}
-        with tempfile.NamedTemporaryFile("w", dir=os.path.dirname(path), delete=False, suffix=".tmp") as f:
-            json.dump(payload, f, indent=2)
-        os.replace(f.name, path)
+        write_json(path, {"machine": info, "median_seconds": results})
         print(f"\nwritten {path}")
 
 
