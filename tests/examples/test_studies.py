@@ -1,13 +1,10 @@
-"""The studies' shared package: ResultStore, claims table, command line, training loops,
-and hesskit's atomic write under them."""
+"""The studies' shared package: ResultStore, claims table, command line, training loops."""
 import json
 
 import pytest
 import torch
-
 from torch import nn
 
-from hesskit._io import atomic_write
 from studies import (
     Claim, ResultStore, accuracy, count_correct, evaluate, experiment_parser, num_threads,
     print_claims, run_size, to_jsonable, train, train_epoch,
@@ -56,21 +53,6 @@ def test_claims_table_and_parser(capsys):
     with pytest.raises(SystemExit):
         experiment_parser("x", "r").parse_args(["--smoke", "--full"])
     assert to_jsonable((torch.tensor(2.0), {1: [torch.ones(2)]})) == [2.0, {"1": [[1.0, 1.0]]}]
-
-
-def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
-    target = tmp_path / "sub" / "a.txt"
-    assert atomic_write(target, lambda tmp: tmp.write_text("one")) == target
-    assert target.read_text() == "one"
-
-    def half_then_fail(tmp):
-        tmp.write_text("half")
-        raise RuntimeError("disk full")
-
-    with pytest.raises(RuntimeError, match="disk full"):
-        atomic_write(target, half_then_fail)
-    assert target.read_text() == "one" and sorted(p.name for p in target.parent.iterdir()) == \
-        ["a.txt"]
 
 
 def test_checkpoint_round_trip(tmp_path):
