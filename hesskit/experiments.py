@@ -11,7 +11,14 @@ interrupted run never leaves a half-written result that a resumed run would trus
 Example:
     >>> store = ResultStore("results/my_study")
     >>> spectrum = store.cached("spectrum_bs128", lambda: {"values": [1.0, 0.5]})
-    >>> print_claims([Claim("top eigenvalue positive", "1.0", True)])
+    >>> table = print_claims([Claim("top eigenvalue positive", "1.0", True)])
+    Claims
+    -------------------------+----------+-------
+     claim                   | measured | holds
+    -------------------------+----------+-------
+     top eigenvalue positive | 1.0      | yes
+    -------------------------+----------+-------
+    1 of 1 claims hold on this run
 """
 from __future__ import annotations
 
