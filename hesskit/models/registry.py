@@ -37,20 +37,20 @@ def list_models() -> list[str]:
 def get_model(name: str, *, seed=None, **kwargs) -> nn.Module:
     """Build a model of the reproduced studies by name.
 
-    ========================  ==========================================================
-    name                      builder and defaults
-    ========================  ==========================================================
-    ``"mlp"``                 :func:`~hesskit.models.mlp` (give ``in_dim``)
-    ``"boundary_mlp"``        ``mlp(2, (100, 100), 3)``, decision-boundary study
-    ``"toy_mlp"``             ``mlp(1, (10,), 2)``, its 1-D net
-    ``"small_cnn"``           :func:`~hesskit.models.small_cnn`, its image model
-    ``"deep_linear"``         :func:`~hesskit.models.deep_linear`, rank study
-    ``"lenet"``               :func:`~hesskit.models.lenet`, Sankar et al.
-    ``"vgg11"``/``"vgg11_bn"``  :func:`~hesskit.models.vgg11` without / with BatchNorm
-    ``"resnet18"``            :func:`~hesskit.models.resnet18`, CIFAR-style
-    ``"yao_cnn"``             :func:`~hesskit.models.yao_cnn`, large-batch study
-    ``"dropout_mlp"``         ``mlp(784, (256, 256), 10)``; pass ``dropout=p``, Kaur et al.
-    ========================  ==========================================================
+    ============================  ==============================================================
+    name                          builder and defaults
+    ============================  ==============================================================
+    ``"mlp"``                     :func:`~hesskit.models.mlp` (give ``in_dim``)
+    ``"boundary_mlp"``            ``mlp(2, (100, 100), 3)``, decision-boundary study
+    ``"toy_mlp"``                 ``mlp(1, (10,), 2)``, its 1-D net
+    ``"small_cnn"``               :func:`~hesskit.models.small_cnn`, its image model
+    ``"deep_linear"``             :func:`~hesskit.models.deep_linear`, rank study
+    ``"lenet"``                   :func:`~hesskit.models.lenet`, Sankar et al.
+    ``"vgg11"``/``"vgg11_bn"``    :func:`~hesskit.models.vgg11` without / with BatchNorm
+    ``"resnet18"``                :func:`~hesskit.models.resnet18`, CIFAR-style
+    ``"yao_cnn"``                 :func:`~hesskit.models.yao_cnn`, large-batch study
+    ``"dropout_mlp"``             ``mlp(784, (256, 256), 10)``; pass ``dropout=p``, Kaur et al.
+    ============================  ==============================================================
 
     Args:
         name: one of :func:`list_models`.
