@@ -2,9 +2,10 @@
 
 One runner for the whole package: each module of ``hesskit`` (found by walking the
 package, so a new module is covered without editing this file) is run through
-:func:`doctest.testmod`, and each guide page under ``docs/guides/`` through
-:func:`doctest.testfile`. Examples run in a temporary folder (some write files),
-with a fixed seed and matplotlib's file-only backend.
+:func:`doctest.testmod`, and the documentation's front page and guides
+(``docs/index.rst``, ``docs/guides/*.rst``) through :func:`doctest.testfile`.
+Examples run in a temporary folder (some write files), with a fixed seed and
+matplotlib's file-only backend. The API reference pages must name every public name.
 """
 import doctest
 import importlib
@@ -18,7 +19,8 @@ import hesskit
 
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 MODULES = ["hesskit"] + sorted(m.name for m in pkgutil.walk_packages(hesskit.__path__, "hesskit."))
-GUIDES = sorted((Path(__file__).resolve().parents[1] / "docs" / "guides").glob("*.rst"))
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+GUIDES = [DOCS / "index.rst"] + sorted((DOCS / "guides").glob("*.rst"))
 
 
 @pytest.fixture
@@ -54,3 +56,18 @@ def test_public_api_has_examples():
 def test_guide_examples(path, sandbox):
     result = doctest.testfile(str(path), module_relative=False, optionflags=FLAGS)
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples in {path.name} failed"
+
+
+@pytest.mark.parametrize("package", ["hesskit", "hesskit.analysis", "hesskit.data", "hesskit.models",
+                                     "hesskit.optim", "hesskit.regularizers", "hesskit.hooks",
+                                     "hesskit.plotting", "hesskit.engines", "hesskit.experiments",
+                                     "hesskit.distributed", "hesskit.spectral"])
+def test_api_reference_lists_every_public_name(package):
+    """A name added to a package's ``__all__`` gets its page in docs/api/ (autosummary)."""
+    pages = "\n".join(p.read_text() for p in (DOCS / "api").glob("*.rst"))
+    module = importlib.import_module(package)
+    listed = {line.strip() for line in pages.splitlines()}
+    missing = [n for n in module.__all__ if n != "__version__"
+               and not isinstance(getattr(module, n), type(module))   # subpackages have pages
+               and n not in listed and f"{package}.{n}" not in pages]
+    assert not missing, f"{package}: not in the API reference (docs/api/*.rst): {missing}"
