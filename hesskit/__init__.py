@@ -4,9 +4,12 @@ Curvature operators (Hessian, GGN, functional part, layer blocks) over whole
 datasets, spectral tools, curvature-aware optimizers and training hooks, with
 C++/CUDA kernels for the hot paths and a pure-PyTorch reference for each.
 
-    >>> import hesskit as hk
+    >>> import torch, hesskit as hk
+    >>> X, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
     >>> obj = hk.Objective(model, torch.nn.CrossEntropyLoss(), (X, y))
-    >>> hk.eigenvalues(hk.HessianOperator(obj), k=5).values
+    >>> hk.eigenvalues(hk.HessianOperator(obj), k=5).values.shape
+    torch.Size([5])
 """
 from hesskit._version import __version__
 from hesskit._native import native_available

@@ -40,7 +40,13 @@ except Exception as exc:  # ImportError, OSError (undefined symbol), ...
 
 
 def native_available() -> bool:
-    """Return ``True`` when the compiled kernels (``hesskit._C``) are loaded."""
+    """Return ``True`` when the compiled kernels (``hesskit._C``) are loaded.
+
+    Example:
+        >>> import hesskit as hk
+        >>> hk.native_available() in (True, False)
+        True
+    """
     return _C is not None
 
 

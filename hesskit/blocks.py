@@ -57,6 +57,10 @@ def layer_blocks(obj: Objective, kind: str = "hessian", engine: str = "auto") ->
         objective's flattening order.
 
     Example:
+        >>> import torch, hesskit as hk
+        >>> X, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+        >>> obj = hk.Objective(model, torch.nn.CrossEntropyLoss(), (X, y))
         >>> blocks = layer_blocks(obj)
         >>> {name: b.shape for name, b in blocks.items()}
         {'0': torch.Size([40, 40]), '2': torch.Size([27, 27])}
@@ -92,6 +96,16 @@ def last_layer_hessian(obj: Objective) -> Tensor:
     Returns:
         The block over ``[W.reshape(-1), b]`` (just ``W.reshape(-1)`` without bias):
         shape ``(m(n+1), m(n+1))`` for a layer with n inputs and m outputs.
+
+    Example:
+        >>> import torch, hesskit as hk
+        >>> X, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+        >>> obj = hk.Objective(model, torch.nn.CrossEntropyLoss(), (X, y))
+        >>> B = last_layer_hessian(obj)                   # 3 × (8 + 1) parameters
+        >>> H = hk.HessianOperator(obj).dense()
+        >>> B.shape, torch.allclose(B, H[40:, 40:], atol=1e-6)
+        (torch.Size([27, 27]), True)
     """
     name, layer = _last_linear(obj.model)
     block = None

@@ -53,6 +53,18 @@ class CurvatureOperator:
     Attributes:
         n_matvecs: number of matrix-vector products so far (a ``matmat`` of k
             columns counts k).
+
+    Example:
+        >>> import torch, hesskit as hk
+        >>> X, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+        >>> obj = hk.Objective(model, torch.nn.CrossEntropyLoss(), (X, y))
+        >>> H = hk.HessianOperator(obj)
+        >>> HV = H.matmat(torch.randn(H.shape[0], 4))     # 4 products, one pass over the data
+        >>> HV.shape, H.n_matvecs
+        (torch.Size([67, 4]), 4)
+        >>> H.to_scipy().shape
+        (67, 67)
     """
 
     kind = "hessian"
@@ -197,8 +209,14 @@ class HessianOperator(CurvatureOperator):
     """The Hessian :math:`\\nabla^2_\\theta \\mathcal{L}` of the dataset loss.
 
     Example:
+        >>> import torch, hesskit as hk
+        >>> X, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+        >>> obj = hk.Objective(model, torch.nn.CrossEntropyLoss(), (X, y))
         >>> H = HessianOperator(obj)
         >>> Hv = H @ torch.randn(H.shape[0])
+        >>> H.shape, Hv.shape
+        ((67, 67), torch.Size([67]))
     """
 
     kind = "hessian"
@@ -207,13 +225,34 @@ class HessianOperator(CurvatureOperator):
 class GGNOperator(CurvatureOperator):
     """The exact generalized Gauss-Newton matrix :math:`\\sum_b w_b J_b^\\top
     \\nabla^2_f\\ell_b\\, J_b` (closed-form output Hessian for cross-entropy and MSE,
-    ``torch.func`` for any other loss). Positive semi-definite for convex losses."""
+    ``torch.func`` for any other loss). Positive semi-definite for convex losses.
+
+    Example:
+        >>> import torch, hesskit as hk
+        >>> X, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+        >>> obj = hk.Objective(model, torch.nn.CrossEntropyLoss(), (X, y))
+        >>> G = hk.GGNOperator(obj).dense()
+        >>> bool(torch.linalg.eigvalsh(G).min() > -1e-5)   # cross-entropy is convex
+        True
+    """
 
     kind = "ggn"
 
 
 class FunctionalHessianOperator(CurvatureOperator):
     """The functional Hessian :math:`H - G`: the terms with the network's own second
-    derivatives, :math:`\\sum_c \\partial_{f_c}\\ell\\, \\nabla^2_\\theta f_c`."""
+    derivatives, :math:`\\sum_c \\partial_{f_c}\\ell\\, \\nabla^2_\\theta f_c`.
+
+    Example:
+        >>> import torch, hesskit as hk
+        >>> X, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+        >>> obj = hk.Objective(model, torch.nn.CrossEntropyLoss(), (X, y))
+        >>> H, G = hk.HessianOperator(obj).dense(), hk.GGNOperator(obj).dense()
+        >>> F = hk.FunctionalHessianOperator(obj).dense()
+        >>> torch.allclose(H, G + F, atol=1e-5)
+        True
+    """
 
     kind = "functional"

@@ -83,9 +83,16 @@ def alignment(obj: Objective, eigenvectors: Tensor, inputs: Tensor,
         TypeError: arguments of the wrong type.
 
     Example:
+        >>> import torch, hesskit as hk
+        >>> X, y = torch.randn(40, 2), torch.randint(0, 2, (40,))
+        >>> model = torch.nn.Sequential(torch.nn.Linear(2, 6), torch.nn.Tanh(), torch.nn.Linear(6, 2))
+        >>> obj = hk.Objective(model, torch.nn.CrossEntropyLoss(), (X, y))
         >>> V = hk.eigenvalues(hk.HessianOperator(obj), k=5).vectors
-        >>> A = alignment(obj, V, grid_points)      # (n_grid, 5)
-        >>> A.abs().max(dim=0).values               # how much each v_i lights up
+        >>> grid_points = torch.randn(100, 2)
+        >>> A = alignment(obj, V, grid_points)
+        >>> A.shape
+        torch.Size([100, 5])
+        >>> peak = A.abs().max(dim=0).values        # how much each v_i lights up
     """
     if obj.mode != "eval":
         raise ValueError("obj: alignment needs an objective with mode='eval' (a single "
@@ -164,9 +171,15 @@ def align_inputs(obj: Objective, vector: Tensor, start: Tensor, *, steps: int = 
         TypeError: arguments of the wrong type.
 
     Example:
+        >>> import torch, hesskit as hk
+        >>> X, y = torch.randn(40, 2), torch.randint(0, 2, (40,))
+        >>> model = torch.nn.Sequential(torch.nn.Linear(2, 6), torch.nn.Tanh(), torch.nn.Linear(6, 2))
+        >>> obj = hk.Objective(model, torch.nn.CrossEntropyLoss(), (X, y))
         >>> v1 = torch.linalg.eigh(hk.HessianOperator(obj).dense())[1][:, -1]
-        >>> x, a = align_inputs(obj, v1, X_train)
+        >>> x, a = align_inputs(obj, v1, X[:5], steps=20)
         >>> x_b = x[a.abs().argmax()]             # gradient most parallel to v1
+        >>> x.shape, a.shape
+        (torch.Size([5, 2]), torch.Size([5]))
     """
     if obj.mode != "eval":
         raise ValueError("obj: align_inputs needs an objective with mode='eval', got "
@@ -265,8 +278,15 @@ def margin_estimate(obj: Objective, vector: Tensor, boundary_input: Tensor,
         ValueError: wrong shapes (see :func:`alignment`).
 
     Example:
-        >>> x, a = align_inputs(obj, v1, X_train)
-        >>> margin_estimate(obj, v1, x[a.abs().argmax()], X_train).margin
+        >>> import torch, hesskit as hk
+        >>> X, y = torch.randn(40, 2), torch.randint(0, 2, (40,))
+        >>> model = torch.nn.Sequential(torch.nn.Linear(2, 6), torch.nn.Tanh(), torch.nn.Linear(6, 2))
+        >>> obj = hk.Objective(model, torch.nn.CrossEntropyLoss(), (X, y))
+        >>> v1 = torch.linalg.eigh(hk.HessianOperator(obj).dense())[1][:, -1]
+        >>> x, a = align_inputs(obj, v1, X[:5], steps=20)
+        >>> m = margin_estimate(obj, v1, x[a.abs().argmax()], X).margin
+        >>> m >= 0
+        True
     """
     if not isinstance(boundary_input, Tensor) or not isinstance(inputs, Tensor):
         raise TypeError("boundary_input, inputs: expected torch.Tensors")

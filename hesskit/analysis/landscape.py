@@ -91,7 +91,13 @@ def filter_normalized(obj: Objective, direction: Tensor) -> Tensor:
         The rescaled ``(P,)`` direction.
 
     Example:
+        >>> import torch, hesskit as hk
+        >>> X, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+        >>> obj = hk.Objective(model, torch.nn.CrossEntropyLoss(), (X, y))
         >>> d = filter_normalized(obj, torch.randn(obj.n_params))
+        >>> d.shape
+        torch.Size([67])
     """
     direction = _as_vector(obj, direction, "direction")
     parts = []
@@ -123,7 +129,13 @@ def random_directions(obj: Objective, n: int = 2, filter_normalize: bool = True,
         A ``(P, n)`` block, one direction per column.
 
     Example:
+        >>> import torch, hesskit as hk
+        >>> X, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+        >>> obj = hk.Objective(model, torch.nn.CrossEntropyLoss(), (X, y))
         >>> D = random_directions(obj, n=2, seed=0)
+        >>> D.shape
+        torch.Size([67, 2])
         >>> surface = loss_landscape(obj, D, torch.linspace(-1, 1, 21))
     """
     if isinstance(n, bool) or not isinstance(n, int):
@@ -169,6 +181,10 @@ def loss_landscape(obj: Objective, directions, coords, normalize: Optional[str] 
             directions, an unknown ``normalize``, or a direction that is zero.
 
     Example:
+        >>> import torch, hesskit as hk
+        >>> X, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+        >>> obj = hk.Objective(model, torch.nn.CrossEntropyLoss(), (X, y))
         >>> top = hk.eigenvalues(hk.HessianOperator(obj), k=2).vectors
         >>> surface = loss_landscape(obj, top, torch.linspace(-0.3, 0.3, 13))
         >>> surface.loss.shape

@@ -121,10 +121,16 @@ def layerwise_spectra(obj: Objective, k: int = 5, weights_only: bool = False,
         with ``to_dict``/``to_json``.
 
     Example:
+        >>> import torch, hesskit as hk
+        >>> X, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+        >>> obj = hk.Objective(model, torch.nn.CrossEntropyLoss(), (X, y))
         >>> layers = layerwise_spectra(obj, k=3, weights_only=True, density=True,
         ...                            module_types=(nn.Conv2d, nn.Linear))
-        >>> full = hk.spectral_density(hk.HessianOperator(obj))
-        >>> {n: (s.depth, spectrum_distance(full, s.density)) for n, s in layers.items()}
+        >>> full = hk.spectral_density(hk.HessianOperator(obj), n_steps=20)
+        >>> d = {n: (s.depth, spectrum_distance(full, s.density)) for n, s in layers.items()}
+        >>> list(d)
+        ['0', '2']
     """
     if kind not in _OPERATORS:
         raise ValueError(f"kind: expected one of {sorted(_OPERATORS)}, got {kind!r}")
@@ -262,9 +268,15 @@ def spectrum_distance(a, b, method: str = "wasserstein") -> float:
             equal values.
 
     Example:
-        >>> full = hk.spectral_density(hk.HessianOperator(obj), seed=0)
-        >>> layer = hk.spectral_density(hk.HessianOperator(obj.restricted("fc1")), seed=0)
-        >>> spectrum_distance(full, layer)
+        >>> import torch, hesskit as hk
+        >>> X, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+        >>> obj = hk.Objective(model, torch.nn.CrossEntropyLoss(), (X, y))
+        >>> full = hk.spectral_density(hk.HessianOperator(obj), n_steps=20, seed=0)
+        >>> layer = hk.spectral_density(hk.HessianOperator(obj.restricted(model[0])), n_steps=20,
+        ...                             seed=0)
+        >>> spectrum_distance(full, layer) >= 0
+        True
     """
     if method not in _DISTANCES:
         raise ValueError(f"method: expected one of {_DISTANCES}, got {method!r}")

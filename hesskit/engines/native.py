@@ -30,11 +30,14 @@ returned); ``mode="eval"``, or ``mode="train"`` when no dropout is active;
 first Linear layer as ``(N, features)`` (an ``nn.Flatten`` in front is fine).
 
 Example:
-    >>> model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
-    >>> obj = hk.Objective(model, nn.CrossEntropyLoss(), (torch.randn(50, 4),
-    ...                    torch.randint(0, 3, (50,))))
+    >>> import torch, hesskit as hk
+    >>> X, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    >>> obj = hk.Objective(model, torch.nn.CrossEntropyLoss(), (X, y))
     >>> H = hk.HessianOperator(obj, engine="native")
-    >>> blocks = NativeEngine(obj).layer_blocks("hessian")   # {'0': (40, 40), '2': (27, 27)}
+    >>> blocks = NativeEngine(obj).layer_blocks("hessian")
+    >>> {name: tuple(b.shape) for name, b in blocks.items()}
+    {'0': (40, 40), '2': (27, 27)}
 """
 from __future__ import annotations
 

@@ -89,8 +89,12 @@ def measure_metrics(obj: Objective, metrics: Iterable[str] = ("lambda_max", "tra
         "lambda_max_between": float}``, with only the entries that were asked for.
 
     Example:
-        >>> measure_metrics(obj, ("lambda_max", "trace"), n_probes=50)
-        {'lambda_max': 3.21..., 'trace': 12.7..., 'trace_stderr': 0.4...}
+        >>> import torch, hesskit as hk
+        >>> X, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+        >>> obj = hk.Objective(model, torch.nn.CrossEntropyLoss(), (X, y))
+        >>> sorted(measure_metrics(obj, ("lambda_max", "trace"), n_probes=50))
+        ['lambda_max', 'trace', 'trace_stderr']
     """
     metrics = _check_metrics(metrics)
     check_int(k, "k", 1)
@@ -218,12 +222,20 @@ class HessianMonitor:
         steps: optimizer steps seen since :meth:`attach`.
 
     Example:
-        >>> probe = hk.Objective(model, nn.CrossEntropyLoss(), (X[:1000], y[:1000]))
-        >>> monitor = HessianMonitor(probe, every=100, log_dir="runs/hessian")
+        >>> import torch, hesskit as hk
+        >>> X, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+        >>> probe = hk.Objective(model, torch.nn.CrossEntropyLoss(), (X[:32], y[:32]))
+        >>> optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> monitor = HessianMonitor(probe, every=2, metrics=("lambda_max",))
         >>> handle = monitor.attach(optimizer)
-        >>> ...                                   # train as usual
+        >>> for _ in range(4):                    # train as usual
+        ...     optimizer.zero_grad()
+        ...     torch.nn.functional.cross_entropy(model(X), y).backward()
+        ...     optimizer.step()
         >>> handle.remove(); monitor.close()
-        >>> [(r["step"], r["lambda_max"]) for r in monitor.history]
+        >>> [r["step"] for r in monitor.history]
+        [2, 4]
     """
 
     def __init__(self, obj: Objective, every: int = 100,

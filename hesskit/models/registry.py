@@ -39,17 +39,17 @@ def list_models() -> list[str]:
 def get_model(name: str, *, seed=None, **kwargs) -> nn.Module:
     """Build an architecture by name.
 
-    ========================  ==========================================================
-    name                      builder and defaults
-    ========================  ==========================================================
-    ``"mlp"``                 :func:`~hesskit.models.mlp` (give ``in_dim``)
-    ``"small_cnn"``           :func:`~hesskit.models.small_cnn`, decision-boundary study
-    ``"deep_linear"``         :func:`~hesskit.models.deep_linear`, rank study
-    ``"lenet"``               :func:`~hesskit.models.lenet`, Sankar et al.
-    ``"vgg11"``/``"vgg11_bn"``  :func:`~hesskit.models.vgg11` without / with BatchNorm
-    ``"resnet18"``            :func:`~hesskit.models.resnet18`, CIFAR-style
-    ``"yao_cnn"``             :func:`~hesskit.models.yao_cnn`, large-batch study
-    ========================  ==========================================================
+    ============================  ==============================================================
+    name                          builder and defaults
+    ============================  ==============================================================
+    ``"mlp"``                     :func:`~hesskit.models.mlp` (give ``in_dim``)
+    ``"small_cnn"``               :func:`~hesskit.models.small_cnn`, decision-boundary study
+    ``"deep_linear"``             :func:`~hesskit.models.deep_linear`, rank study
+    ``"lenet"``                   :func:`~hesskit.models.lenet`, Sankar et al.
+    ``"vgg11"``/``"vgg11_bn"``    :func:`~hesskit.models.vgg11` without / with BatchNorm
+    ``"resnet18"``                :func:`~hesskit.models.resnet18`, CIFAR-style
+    ``"yao_cnn"``                 :func:`~hesskit.models.yao_cnn`, large-batch study
+    ============================  ==============================================================
 
     Args:
         name: one of :func:`list_models`.

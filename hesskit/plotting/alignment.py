@@ -36,10 +36,15 @@ def plot_alignment_maps(A, xx, yy, eigenvalues, *, absolute: bool = True, points
         The matplotlib ``Figure``.
 
     Example:
-        >>> xx, yy = torch.meshgrid(torch.linspace(-4, 4, 100), torch.linspace(-4, 4, 100),
+        >>> import torch, hesskit as hk
+        >>> X, y = torch.randn(40, 2), torch.randint(0, 2, (40,))
+        >>> model = torch.nn.Sequential(torch.nn.Linear(2, 6), torch.nn.Tanh(), torch.nn.Linear(6, 2))
+        >>> obj = hk.Objective(model, torch.nn.CrossEntropyLoss(), (X, y))
+        >>> r = hk.eigenvalues(hk.HessianOperator(obj), k=3)
+        >>> xx, yy = torch.meshgrid(torch.linspace(-4, 4, 30), torch.linspace(-4, 4, 30),
         ...                         indexing="xy")
-        >>> A = hk.alignment(obj, V, torch.stack([xx.ravel(), yy.ravel()], 1))
-        >>> fig = plot_alignment_maps(A, xx, yy, values, points=X, point_labels=y)
+        >>> A = hk.alignment(obj, r.vectors, torch.stack([xx.ravel(), yy.ravel()], 1))
+        >>> fig = plot_alignment_maps(A, xx, yy, r.values, points=X, point_labels=y)
     """
     plt = pyplot()
 

@@ -33,7 +33,12 @@ def plot_landscape(landscape: Landscape, ax=None, *, labels: Optional[Sequence[s
         The ``Axes``.
 
     Example:
-        >>> ax = plot_landscape(loss_landscape(obj, top2, torch.linspace(-.3, .3, 13)),
+        >>> import torch, hesskit as hk
+        >>> X, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+        >>> obj = hk.Objective(model, torch.nn.CrossEntropyLoss(), (X, y))
+        >>> top2 = hk.eigenvalues(hk.HessianOperator(obj), k=2).vectors
+        >>> ax = plot_landscape(hk.loss_landscape(obj, top2, torch.linspace(-.3, .3, 13)),
         ...                     labels=("$v_1$", "$v_2$"))
         >>> ax.figure.savefig("surface.png")
     """

@@ -79,7 +79,7 @@ def eigenvalues(
 
     ``method="lanczos"`` runs thick-restart block Lanczos with full
     reorthogonalization (see the module docstring): every iteration is one
-    ``matmat`` of ``block_size`` columns. A pair is converged when
+    ``matmat`` of ``block_size`` columns. A pair is converged when::
 
         ‖H v − λ v‖ / max(|λ|, √ε ‖H‖) ≤ tol,
 

@@ -84,6 +84,12 @@ class EigenResult(_Record):
             (not a recurrence estimate); ``ε`` is the machine epsilon of the dtype.
         n_matvecs: Hessian-vector products spent (a block of ``k`` columns counts ``k``).
         converged: True when every residual is at most the requested ``tol``.
+
+    Example:
+        >>> import torch, hesskit as hk
+        >>> r = hk.eigenvalues(torch.diag(torch.arange(1.0, 101.0, dtype=torch.float64)), k=2)
+        >>> r.values.tolist(), r.vectors.shape, r.converged
+        ([100.0, 99.0], torch.Size([100, 2]), True)
     """
 
     values: torch.Tensor
@@ -103,6 +109,12 @@ class TraceResult(_Record):
         value: the estimate of ``tr(H)``.
         stderr: the standard error of the estimate (0 for an exact trace).
         n_matvecs: Hessian-vector products spent.
+
+    Example:
+        >>> import torch, hesskit as hk
+        >>> r = hk.trace(torch.eye(10, dtype=torch.float64), method="exact")
+        >>> r.value, r.stderr
+        (10.0, 0.0)
     """
 
     value: float
@@ -127,6 +139,13 @@ class Density(_Record):
             vectors; each run's weights sum to 1.
         sigma: the width of the Gaussian broadening.
         n_matvecs: Hessian-vector products spent.
+
+    Example:
+        >>> import torch, hesskit as hk
+        >>> A = torch.diag(torch.linspace(0.0, 1.0, 200, dtype=torch.float64))
+        >>> d = hk.spectral_density(A, n_runs=4, n_steps=30, seed=0)
+        >>> d.nodes.shape, round(d.moment(1), 2)        # the mean eigenvalue
+        (torch.Size([4, 30]), 0.5)
     """
 
     grid: torch.Tensor
