@@ -438,16 +438,15 @@ class Objective:
         """What in this objective can make two passes over the data differ (for the
         operators' determinism check to name)."""
         causes = []
-        loader = self._data if isinstance(self._data, torch.utils.data.DataLoader) else None
-        sampler = getattr(getattr(loader, "batch_sampler", None), "sampler", None)
-        shuffled = isinstance(sampler, torch.utils.data.RandomSampler)
-        if shuffled and getattr(loader, "drop_last", False):
-            causes.append("data: a DataLoader with shuffle=True and drop_last=True drops "
-                          "different samples on every pass")
-        elif shuffled or (loader is not None and sampler is not None
-                          and not isinstance(sampler, torch.utils.data.SequentialSampler)):
-            causes.append(f"data: a DataLoader whose sampler ({type(sampler).__name__}) "
-                          "draws different batches on every pass")
+        data = torch.utils.data
+        if isinstance(self._data, data.DataLoader):
+            sampler = getattr(self._data.batch_sampler, "sampler", self._data.sampler)
+            if isinstance(sampler, data.RandomSampler) and self._data.drop_last:
+                causes.append("data: a DataLoader with shuffle=True and drop_last=True drops "
+                              "different samples on every pass")
+            elif not isinstance(sampler, data.SequentialSampler):
+                causes.append(f"data: a DataLoader whose sampler ({type(sampler).__name__}) "
+                              "draws different batches on every pass")
         if self.mode == "train":
             stochastic = sorted({type(m).__name__ for m in self.model.modules()
                                  if isinstance(m, (*_BATCHNORM, nn.modules.dropout._DropoutNd))})
