@@ -111,9 +111,9 @@ def split_batch(batch: Any, position: int,
         inputs, targets = _default_split(batch, position)
     else:
         result = adapter(batch)
-        if not (isinstance(result, tuple) and len(result) == 2
+        if not (isinstance(result, (tuple, list)) and len(result) == 2
                 and isinstance(result[1], Tensor)):
-            got = type(result).__name__ if not isinstance(result, tuple) else \
+            got = type(result).__name__ if not isinstance(result, (tuple, list)) else \
                 f"({', '.join(type(r).__name__ for r in result)})"
             raise TypeError("batch: expected the adapter to return (model inputs, targets) "
                             f"with targets a Tensor; on batch {position} it returned {got}")
@@ -166,7 +166,8 @@ def mean_denominator(loss_fn: Callable, targets: Tensor) -> float:
     """
     if isinstance(loss_fn, _INDEX_TARGET_LOSSES) or loss_fn in _INDEX_TARGET_FUNCTIONS:
         if targets.is_floating_point():
-            return float(targets.numel() // targets.shape[1] if targets.ndim > 1 else targets.shape[0])
+            positions = targets.numel() // targets.shape[1] if targets.ndim > 1 else targets.shape[0]
+            return float(positions)
         ignore = getattr(loss_fn, "ignore_index", -100)
         counted = targets[targets != ignore]
         weight = getattr(loss_fn, "weight", None)

@@ -64,9 +64,9 @@ def _reference(model):
 
     def loss(flat):
         state = {n: t.view_as(p) for n, t, p in zip(names, flat.split(sizes), params)}
-        out = torch.func.functional_call(model, state, (), {"input_ids": whole["input_ids"],
-                                                            "attention_mask": whole["attention_mask"]})
-        return nn.CrossEntropyLoss()(_logits(out), whole["labels"][:, 1:])
+        inputs, targets = _batch(whole)
+        out = torch.func.functional_call(model, state, (), inputs)
+        return nn.CrossEntropyLoss()(_logits(out), targets)
 
     flat = torch.cat([p.reshape(-1) for p in params])
     with torch.no_grad():

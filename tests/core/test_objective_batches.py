@@ -161,7 +161,8 @@ def test_multi_input_model_with_kwargs(float64, engine, kind):
         return loss_fn(out, y)
 
     reference = _hessian(loss, params)
-    positional = hk.Objective(model, loss_fn, [((X1[:4], X2[:4]), y[:4]), ((X1[4:], X2[4:]), y[4:])],
+    pairs = [((X1[:4], X2[:4]), y[:4]), ((X1[4:], X2[4:]), y[4:])]
+    positional = hk.Objective(model, loss_fn, pairs,
                               batch=lambda b: ((*b[0], 2.0), b[1]), batch_size=3)
     keyword = hk.Objective(model, loss_fn, {"x1": X1, "x2": X2, "target": y},
                            batch=lambda b: ({"x1": b["x1"], "x2": b["x2"], "scale": 2.0},
