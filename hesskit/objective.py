@@ -6,25 +6,39 @@ parameters. Every curvature quantity in hesskit is a derivative of
 .. math::
 
     \\mathcal{L}(\\theta) = \\sum_b w_b\\, \\ell_b(\\theta), \\qquad
-    w_b = \\frac{n_b}{N} \\text{ (loss reduces by mean)}, \\quad w_b = 1 \\text{ (by sum)},
+    w_b = \\frac{d_b}{\\sum_{b'} d_{b'}} \\text{ (loss reduces by mean)}, \\quad
+    w_b = 1 \\text{ (by sum)},
 
-where :math:`\\ell_b` is ``loss_fn(model(x_b), y_b)`` on physical chunk ``b`` of
-:math:`n_b` samples and :math:`N = \\sum_b n_b`. With a mean-reducing loss this is
-exactly the loss of one batch holding the whole dataset, whatever the batch sizes
-(batches of unequal size are weighted by their size).
+where :math:`\\ell_b` is ``loss_fn(model(x_b), y_b)`` on physical chunk ``b`` and
+:math:`d_b` is the denominator of that loss's own mean on the chunk (see
+:func:`mean_denominator`): the number of counted targets for cross-entropy and NLL
+with class indices (``ignore_index`` left out), the sum of their class weights when
+the loss has ``weight``, the number of positions for probability targets, the
+number of elements for element-wise losses (MSE, L1, BCE, ...), and the number of
+samples for any other callable. With a mean-reducing loss the objective is exactly
+the loss of one batch holding the whole dataset, whatever the batching (padding
+tokens and batches of unequal size included).
+
+Batches are ``(inputs, targets)`` pairs of tensors, called as ``model(inputs)``.
+Any other batch format (dicts of a Hugging Face tokenizer, ``(x, y, index)``
+triples, models with several inputs) goes through the ``batch=`` adapter, which maps
+a batch to ``(model inputs, targets)``; ``output=`` picks the tensor the loss takes
+from what the model returns (``lambda out: out.logits``).
 """
 from __future__ import annotations
 
 import contextlib
 import copy
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-__all__ = ["Objective", "Chunk"]
+from hesskit.batches import ModelInputs, mean_denominator, split_batch
+
+__all__ = ["Objective", "Chunk", "ModelInputs"]
 
 _MODES = ("eval", "train")
 _BATCHNORM = (nn.modules.batchnorm._BatchNorm,)
@@ -35,41 +49,43 @@ class Chunk:
     """One physical chunk of the data.
 
     Attributes:
-        inputs: the chunk's inputs, on the objective's device.
-        targets: the chunk's targets, on the objective's device.
+        inputs: the chunk's model inputs, on the objective's device: a tensor for
+            ``model(x)``, or :class:`ModelInputs` (``model(*args, **kwargs)``) for
+            batches mapped by ``batch=``. Pass them to :meth:`Objective.forward`.
+        targets: the chunk's targets, on the objective's device (dim 0: samples).
         weight: the chunk loss's weight in the dataset objective
-            (``n / N`` for a mean-reducing loss, ``1`` for a summing one).
+            (:math:`d_b / \\sum d` for a mean-reducing loss, ``1`` for a summing one).
         index: position of the chunk in the pass (seeds train-mode dropout).
     """
 
-    inputs: Tensor
+    inputs: Tensor | ModelInputs
     targets: Tensor
     weight: float
     index: int
 
     @property
     def size(self) -> int:
-        return int(self.inputs.shape[0])
+        """Number of samples in the chunk."""
+        return int(self.targets.shape[0])
+
+    @property
+    def plain(self) -> bool:
+        """Whether ``inputs`` is one tensor given to the model as ``model(inputs)``."""
+        return isinstance(self.inputs, Tensor)
 
 
-def _is_pair(data: Any) -> bool:
-    return (isinstance(data, (tuple, list)) and len(data) == 2
-            and isinstance(data[0], Tensor) and isinstance(data[1], Tensor))
+def _is_single_batch(data: Any) -> bool:
+    """A dict, or a tuple/list with a tensor among its elements, is one batch; any
+    other iterable (a list of batches, a DataLoader) yields batches."""
+    return isinstance(data, Mapping) or (
+        isinstance(data, (tuple, list)) and any(isinstance(d, Tensor) for d in data))
 
 
-def _check_batch(batch: Any, position: int) -> tuple[Tensor, Tensor]:
-    if not _is_pair(batch):
-        raise TypeError(
-            "data: expected an (inputs, targets) pair of tensors or an iterable of "
-            f"such pairs; batch {position} is {type(batch).__name__}")
-    x, y = batch
-    if x.ndim == 0 or y.ndim == 0:
-        raise ValueError(f"data: batch {position} has a 0-dimensional tensor; the "
-                         "first dimension must index the samples")
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(f"data: inputs and targets of batch {position} have different "
-                         f"lengths ({x.shape[0]} inputs, {y.shape[0]} targets)")
-    return x, y
+def _is_one_shot(data: Any, iterator: Iterator) -> bool:
+    """An iterator, or a DataLoader over a stream (an ``IterableDataset``), can
+    only be relied on for one pass."""
+    return iterator is data or (isinstance(data, torch.utils.data.DataLoader)
+                                and isinstance(data.dataset, torch.utils.data.IterableDataset))
 
 
 def _infer_reduction(loss_fn: Callable, reduction: str | None) -> str | None:
@@ -107,8 +123,16 @@ class Objective:
         loss_fn: ``loss_fn(outputs, targets) -> scalar``, reducing by mean or by sum
             over the samples (read from ``loss_fn.reduction`` when present, else
             found by evaluating it on the first batch, or given by ``reduction``).
-        data: an ``(inputs, targets)`` pair of tensors, or any re-iterable of such
-            pairs (a ``DataLoader``); a one-shot iterator is read into memory once.
+        data: one batch, or any re-iterable of batches (a ``DataLoader``). A batch
+            is an ``(inputs, targets)`` pair of tensors (dim 0 indexes the samples),
+            or anything ``batch`` maps. One batch is told from an iterable of
+            batches by being a dict, or a tuple/list with a tensor among its
+            elements. Data that can be read only once (an iterator or generator, a
+            ``DataLoader`` over an ``IterableDataset``) is read into memory, once,
+            here. Every pass over the data must give the same samples: a pass with
+            a different sample count raises a ``ValueError``, and the operators
+            check on their first product that two passes agree (see
+            :class:`~hesskit.operators.CurvatureOperator`).
         params: the parameters to differentiate: names, modules or tensors (or one
             of them); default all parameters with ``requires_grad``. They are always
             ordered as in ``model.named_parameters()``.
@@ -118,14 +142,36 @@ class Objective:
             masks from a fixed per-chunk seed, so repeated products still agree.
         batch_size: physical chunk size; larger batches are split. The numbers do not
             change (up to rounding), only the memory.
-        reduction: override for loss functions that carry no ``reduction`` attribute.
+        reduction: override for loss functions that carry no ``reduction`` attribute
+            (else it is found by evaluating the loss on the two halves of the first
+            batch with more than one sample).
         seed: base seed of the train-mode dropout masks.
+        batch: adapter for batches that are not ``(inputs, targets)`` pairs:
+            ``batch(b) -> (model_inputs, targets)`` with ``model_inputs`` a tensor
+            (``model(x)``), a tuple (``model(*args)``) or a dict (``model(**kwargs)``)
+            and ``targets`` a tensor. Every tensor in the model inputs must index the
+            samples along dim 0 (chunks slice them all); other values (flags, scalars)
+            reach every call unchanged. ``n_samples`` counts the targets' dim 0.
+            E.g. ``batch=lambda b: (b[0], b[1])`` for ``(x, y, index)`` triples;
+            ``batch=lambda b: ((b["input_ids"], b["attention_mask"]), b["labels"])``
+            or a dict of keyword arguments for a tokenizer's batches.
+        output: ``output(model_output) -> Tensor``, the tensor given to ``loss_fn``
+            (e.g. ``lambda out: out.logits`` for Hugging Face models). Default: the
+            model's output, which must then be a tensor. For a causal language model
+            the shift is ``output=lambda out: out.logits[:, :-1].transpose(1, 2)``
+            with the targets ``labels[:, 1:]`` and ``nn.CrossEntropyLoss()``, so that
+            padding (``-100``) is left out of the mean over all data.
         process_group: when ``torch.distributed`` is initialized, each process holds
             its own shard of the data and the objective is the one over the union of
             the shards: every product is summed across the processes of this group
             (default: the default group) with ``all_reduce``, the chunks weighted by
             the global sample count (exchanged once, here). Pass the shards
             uneven as they come; never pad them (that would change the objective).
+
+    Attributes:
+        plain_batches: whether every chunk is a tensor pair fed as ``model(inputs)``
+            whose output goes straight to ``loss_fn`` (no ``output=`` mapping): what
+            engines that read the model as a chain of layers can follow.
 
     Example:
         >>> model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
@@ -137,7 +183,8 @@ class Objective:
 
     def __init__(self, model: nn.Module, loss_fn: Callable, data: Any, *,
                  params: Any = None, mode: str = "eval", batch_size: int | None = None,
-                 reduction: str | None = None, seed: int = 0, process_group: Any = None):
+                 reduction: str | None = None, seed: int = 0, process_group: Any = None,
+                 batch: Callable | None = None, output: Callable | None = None):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
         if not callable(loss_fn):
@@ -147,17 +194,26 @@ class Objective:
         if batch_size is not None and (isinstance(batch_size, bool)
                                        or not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"batch_size: expected a positive int or None, got {batch_size!r}")
+        for name, fn in (("batch", batch), ("output", output)):
+            if fn is not None and not callable(fn):
+                raise TypeError(f"{name}: expected a callable or None, got {type(fn).__name__}")
         self.model = model
+        self.batch = batch
+        self.output = output
         self.loss_fn = loss_fn
         self.mode = mode
         self.batch_size = batch_size
         self.seed = int(seed)
         self._set_params(*self._select_params(model, params))
         self.process_group = _resolve_group(process_group)
-        self._data, self.local_n_samples, self.n_batches = self._read_data(data)
-        self.n_samples = self._global_count(self.local_n_samples)
-        self._single_batch = _is_pair(data)
+        self._single_batch = _is_single_batch(data)
+        self._data = self._read_data(data)
+        self.n_samples = int(self._global_sum(self.local_n_samples))
+        self._denominator = self._global_sum(self._local_denominator)
         self.reduction = _infer_reduction(loss_fn, reduction) or self._probe_reduction()
+        if self.reduction == "mean" and self._denominator <= 0:
+            raise ValueError("data: every target is left out of the loss's mean (all "
+                             "ignore_index, or zero class weights); the loss is undefined")
 
     # ------------------------------------------------------------------ set-up
     def _set_params(self, names: list[str], params: list[Tensor]) -> None:
@@ -233,41 +289,45 @@ class Objective:
             raise TypeError(f"params: expected floating parameters of one dtype, got {dtypes}")
         return [n for n, _ in chosen], [p for _, p in chosen]
 
-    @staticmethod
-    def _read_data(data: Any) -> tuple[Any, int, int]:
+    def _read_data(self, data: Any) -> Any:
+        """Check every batch once; count samples, batches and the mean's denominator.
+
+        Sets ``local_n_samples``, ``n_batches``, ``_local_denominator`` and
+        ``plain_batches``; returns the data to iterate over (one-shot data read into
+        a list).
+        """
         if data is None:
             raise ValueError("data: expected an (inputs, targets) pair or an iterable "
                              "of batches, got None")
-        if _is_pair(data):
-            x, y = _check_batch(data, 0)
-            if x.shape[0] == 0:
-                raise ValueError("data: the dataset is empty (0 samples)")
-            return (x, y), int(x.shape[0]), 1
-        if isinstance(data, torch.utils.data.Dataset) and not hasattr(data, "__iter__"):
-            raise TypeError("data: a Dataset is not a batch iterable; wrap it in a "
-                            "torch.utils.data.DataLoader")
-        try:
-            iterator = iter(data)
-        except TypeError:
-            raise TypeError("data: expected an (inputs, targets) pair or an iterable of "
-                            f"batches, got {type(data).__name__}") from None
-        if iterator is data:  # one-shot iterator: keep the batches
-            data = list(iterator)
-            iterator = iter(data)
-        n_samples = n_batches = 0
-        for position, batch in enumerate(iterator):
-            x, _ = _check_batch(batch, position)
-            n_samples += int(x.shape[0])
-            n_batches += 1
-        if n_samples == 0:
+        if not self._single_batch:
+            if isinstance(data, torch.utils.data.Dataset) and not hasattr(data, "__iter__"):
+                raise TypeError("data: a Dataset is not a batch iterable; wrap it in a "
+                                "torch.utils.data.DataLoader")
+            try:
+                iterator = iter(data)
+            except TypeError:
+                raise TypeError("data: expected an (inputs, targets) pair or an iterable "
+                                f"of batches, got {type(data).__name__}") from None
+            if _is_one_shot(data, iterator):  # keep the batches: a second pass would be empty
+                data = list(iterator)
+        self.local_n_samples = self.n_batches = 0
+        self._local_denominator = 0.0
+        plain = self.output is None
+        for inputs, targets in self._split_batches(data):
+            self.local_n_samples += int(targets.shape[0])
+            self._local_denominator += mean_denominator(self.loss_fn, targets)
+            self.n_batches += 1
+            plain = plain and isinstance(inputs, Tensor)
+        if self.local_n_samples == 0:
             raise ValueError("data: the dataset is empty (0 samples)")
-        return data, n_samples, n_batches
+        self.plain_batches = plain
+        return data
 
-    def _global_count(self, local: int) -> int:
+    def _global_sum(self, local: float) -> float:
         if self.process_group is None:
             return local
-        count = torch.tensor([float(local)], dtype=torch.float64, device=self._comm_device())
-        return int(self.all_reduce(count).item())
+        value = torch.tensor([float(local)], dtype=torch.float64, device=self._comm_device())
+        return float(self.all_reduce(value).item())
 
     def _comm_device(self) -> torch.device:
         backend = torch.distributed.get_backend(self.process_group)
@@ -305,15 +365,21 @@ class Objective:
         return tensor
 
     def _probe_reduction(self) -> str:
-        """Decide mean vs sum by evaluating ``loss_fn`` on the halves of a batch."""
-        x, y = next(self._raw_batches())
-        x, y = x.to(self.device), y.to(self.device)
-        n = x.shape[0]
-        if n < 2:
-            return "mean"  # one sample: mean and sum coincide
+        """Decide mean vs sum by evaluating ``loss_fn`` on the halves of the first batch
+        with more than one sample (with one sample, mean and sum coincide)."""
+        probe = next(((x, y) for x, y in self._split_batches(self._data) if y.shape[0] > 1),
+                     None)
+        if probe is None:
+            if self.n_samples == 1:
+                return "mean"
+            raise ValueError("loss_fn: cannot tell whether it reduces by mean or by sum: "
+                             "every batch holds one sample; pass reduction='mean' or "
+                             "reduction='sum'")
+        x, y = probe[0].to(self.device), probe[1].to(self.device)
+        n = int(y.shape[0])
         h = n // 2
         with torch.no_grad(), self.evaluation():
-            out = self.model(x)
+            out = self.forward([p.detach() for p in self.params], x)
             full = float(self.loss_fn(out, y))
             a, b = float(self.loss_fn(out[:h], y[:h])), float(self.loss_fn(out[h:], y[h:]))
         scale = max(abs(full), abs(a), abs(b), 1e-30)
@@ -327,31 +393,68 @@ class Objective:
                          "the samples; pass reduction='mean' or reduction='sum'")
 
     # ----------------------------------------------------------------- data
-    def _raw_batches(self) -> Iterator[tuple[Tensor, Tensor]]:
-        if isinstance(self._data, tuple):
-            yield self._data
-        else:
-            for position, batch in enumerate(self._data):
-                yield _check_batch(batch, position)
+    def _split_batches(self, data: Any) -> Iterator[tuple[Tensor | ModelInputs, Tensor]]:
+        """``(model inputs, targets)`` of every batch of ``data``, checked."""
+        batches = [data] if self._single_batch else data
+        for position, batch in enumerate(batches):
+            yield split_batch(batch, position, self.batch)
 
     def chunks(self) -> Iterator[Chunk]:
-        """The physical chunks of one pass over the data, with their weights."""
-        index = 0
-        for x, y in self._raw_batches():
-            step = self.batch_size or max(int(x.shape[0]), 1)
-            for start in range(0, int(x.shape[0]), step):
-                xc = x[start:start + step].to(self.device, non_blocking=True)
-                yc = y[start:start + step].to(self.device, non_blocking=True)
-                n = int(xc.shape[0])
-                weight = n / self.n_samples if self.reduction == "mean" else 1.0
-                yield Chunk(xc, yc, weight, index)
+        """The physical chunks of one pass over the data, with their weights.
+
+        A chunk whose weight is zero (a mean-reduced loss with every target ignored
+        there, whose own loss is 0/0) is left out. A pass that does not give the
+        samples counted when the objective was built raises a ``ValueError``.
+        """
+        index = seen = 0
+        for x, y in self._split_batches(self._data):
+            n = int(y.shape[0])
+            step = self.batch_size or max(n, 1)
+            for start in range(0, n, step):
+                yc = y[start:start + step]
+                weight = 1.0
+                if self.reduction == "mean":
+                    weight = mean_denominator(self.loss_fn, yc) / self._denominator
+                if weight != 0:
+                    yield Chunk(x[start:start + step].to(self.device, non_blocking=True),
+                                yc.to(self.device, non_blocking=True), weight, index)
                 index += 1
+            seen += n
+        if seen != self.local_n_samples:
+            raise ValueError(
+                f"data: a pass over the data gave {seen} samples, the first gave "
+                f"{self.local_n_samples}: the data changes between passes (a stream that "
+                "can be read once, a sampler that draws a new subset). Pass a re-iterable "
+                "dataset, or a list of the batches")
 
     @property
     def single_chunk(self) -> bool:
-        """Whether one pass over the data is a single chunk (graphs can be reused)."""
-        return self._single_batch and (self.batch_size is None
-                                       or self.batch_size >= self.n_samples)
+        """Whether one pass over the data is a single chunk of one tensor pair (graphs
+        can be reused)."""
+        return self._single_batch and self.plain_batches and (
+            self.batch_size is None or self.batch_size >= self.n_samples)
+
+    def variability_causes(self) -> list[str]:
+        """What in this objective can make two passes over the data differ (for the
+        operators' determinism check to name)."""
+        causes = []
+        data = torch.utils.data
+        if isinstance(self._data, data.DataLoader):
+            sampler = getattr(self._data.batch_sampler, "sampler", self._data.sampler)
+            if isinstance(sampler, data.RandomSampler) and self._data.drop_last:
+                causes.append("data: a DataLoader with shuffle=True and drop_last=True drops "
+                              "different samples on every pass")
+            elif not isinstance(sampler, data.SequentialSampler):
+                causes.append(f"data: a DataLoader whose sampler ({type(sampler).__name__}) "
+                              "draws different batches on every pass")
+        if self.mode == "train":
+            stochastic = sorted({type(m).__name__ for m in self.model.modules()
+                                 if isinstance(m, (*_BATCHNORM, nn.modules.dropout._DropoutNd))})
+            if stochastic:
+                causes.append(f"mode='train' with {', '.join(stochastic)}: batch statistics "
+                              "and dropout masks follow the batches, which change between "
+                              "passes")
+        return causes
 
     # -------------------------------------------------------------- evaluation
     @contextlib.contextmanager
@@ -383,13 +486,25 @@ class Objective:
             for m, flag in tracked:
                 m.track_running_stats = flag
 
-    def forward(self, params: Sequence[Tensor], inputs: Tensor) -> Tensor:
+    def forward(self, params: Sequence[Tensor], inputs: Tensor | ModelInputs) -> Tensor:
         """Model outputs with the selected parameters replaced by ``params``.
 
-        Call inside :meth:`evaluation`. Differentiable in ``params``; works under
-        ``torch.func`` transforms.
+        ``inputs`` is a chunk's :attr:`Chunk.inputs`; the result is what ``loss_fn``
+        takes (after the ``output=`` mapping). Call inside :meth:`evaluation`.
+        Differentiable in ``params``; works under ``torch.func`` transforms.
         """
-        return functional_call(self.model, dict(zip(self.param_names, params)), (inputs,))
+        state = dict(zip(self.param_names, params))
+        if isinstance(inputs, ModelInputs):
+            out = functional_call(self.model, state, inputs.args, inputs.kwargs)
+        else:
+            out = functional_call(self.model, state, (inputs,))
+        if self.output is not None:
+            out = self.output(out)
+        if not isinstance(out, Tensor):
+            raise TypeError(f"output: the model returned a {type(out).__name__}, not a tensor; "
+                            "pass output= a function picking the tensor loss_fn takes "
+                            "(e.g. output=lambda out: out.logits)")
+        return out
 
     def chunk_loss(self, params: Sequence[Tensor], chunk: Chunk,
                    loss_fn: Callable | None = None) -> Tensor:

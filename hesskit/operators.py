@@ -49,6 +49,15 @@ class CurvatureOperator:
             :mod:`hesskit.engines`).
         column_block: how many columns ``dense()``/``diagonal()`` push through one
             ``matmat`` (memory grows with it).
+        check_deterministic: on the first product, repeat the product with its first
+            column and raise a ``ValueError`` when the two disagree (relative
+            difference above :math:`\\sqrt{\\varepsilon}` of the dtype): the operator
+            then changes from pass to pass (a shuffling ``DataLoader`` with
+            ``drop_last=True``, ``mode="train"`` with BatchNorm or dropout and batches
+            that change), and every spectral estimate built on it would be meaningless.
+            As in curvlinops (``check_deterministic``). Cost: one extra pass over the
+            data with one vector, once per operator (not counted in ``n_matvecs``);
+            ``False`` skips it.
 
     Attributes:
         n_matvecs: number of matrix-vector products so far (a ``matmat`` of k
@@ -69,15 +78,21 @@ class CurvatureOperator:
 
     kind = "hessian"
 
-    def __init__(self, objective: Objective, engine: str = "auto", column_block: int = 64):
+    def __init__(self, objective: Objective, engine: str = "auto", column_block: int = 64,
+                 check_deterministic: bool = True):
         if not isinstance(objective, Objective):
             raise TypeError(f"objective: expected a hesskit.Objective, got "
                             f"{type(objective).__name__}")
         if not isinstance(column_block, int) or column_block < 1:
             raise ValueError(f"column_block: expected a positive int, got {column_block!r}")
+        if not isinstance(check_deterministic, bool):
+            raise TypeError("check_deterministic: expected a bool, got "
+                            f"{type(check_deterministic).__name__}")
         self.objective = objective
         self.engine = make_engine(engine, objective)
         self.column_block = column_block
+        self.check_deterministic = check_deterministic
+        self._checked = not check_deterministic
         self.n_matvecs = 0
 
     # ----------------------------------------------------------- properties
@@ -106,15 +121,40 @@ class CurvatureOperator:
         if not all_finite(V):
             raise ValueError("V: contains non-finite values")
         V = V.contiguous()
-        out = torch.zeros_like(V)
         if V.shape[1] == 0:
-            return out
-        for chunk in self.objective.chunks():
-            out += chunk.weight * self.engine.product(self.kind, chunk, V)
-        self.objective.all_reduce(out)
+            return torch.zeros_like(V)
+        out = self._pass(V)
         self.n_matvecs += V.shape[1]
         self._check_finite(out)
+        if not self._checked:
+            self._checked = True
+            self._check_repeatable(V[:, :1], out[:, :1])
         return out
+
+    def _pass(self, V: Tensor) -> Tensor:
+        """One pass over the data: the weighted sum of the chunks' products."""
+        out = torch.zeros_like(V)
+        for chunk in self.objective.chunks():
+            out += chunk.weight * self.engine.product(self.kind, chunk, V)
+        return self.objective.all_reduce(out)
+
+    def _check_repeatable(self, v: Tensor, first: Tensor) -> None:
+        """Raise when a second pass with ``v`` disagrees with the first one's ``first``."""
+        again, first = self._pass(v).detach(), first.detach()
+        scale = torch.linalg.norm(first)
+        difference = float(torch.linalg.norm(again - first) / scale) if scale > 0 else \
+            float(torch.linalg.norm(again) > 0)
+        if difference <= torch.finfo(self.dtype).eps ** 0.5:
+            return
+        causes = self.objective.variability_causes() or [
+            "the model or the data is random between calls (a random transform in the "
+            "data pipeline, a model that draws noise without a seed)"]
+        raise ValueError(
+            f"{type(self).__name__}: two products with the same vector differ (relative "
+            f"difference {difference:.3g}): the operator changes from pass to pass over the "
+            "data. Likely causes: " + "; ".join(causes) + ". Make every pass the same "
+            "(shuffle=False or drop_last=False, mode='eval'), or pass "
+            "check_deterministic=False to the operator to accept it")
 
     def matvec(self, v: Tensor) -> Tensor:
         """The product with one vector ``v`` of shape ``(P,)``."""
