@@ -10,7 +10,7 @@ from typing import Callable
 import torch
 
 import hesskit as hk
-from hesskit import _native
+from hesskit import ops
 
 
 def best_times(fns: dict[str, Callable[[], object]], repeats: int, device: str) -> dict[str, float]:
@@ -57,8 +57,8 @@ def machine_info(device) -> dict:
         "python": platform.python_version(),
         "hesskit": hk.__version__,
         "device": device,
-        "native": _native.native_available(),
-        "build": _native.build_info() if _native.native_available() else _native.load_error(),
+        "native": ops.native_available(),
+        "build": ops.build_info() if ops.native_available() else ops.load_error(),
     }
     if device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name(device)

@@ -2,7 +2,7 @@
 
 Every function here computes exactly what the kernel of the same name in
 ``csrc/`` computes, written for clarity rather than speed. Inputs are assumed
-valid: the public wrappers in :mod:`hesskit._native` check them first.
+valid: the public wrappers in :mod:`hesskit.ops` check them first.
 """
 from __future__ import annotations
 

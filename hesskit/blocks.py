@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from hesskit import _native
+from hesskit import ops
 from hesskit.engines import ENGINES
 from hesskit.engines.output_hessian import output_hessian_matmat
 from hesskit.objective import Objective
@@ -98,8 +98,8 @@ def last_layer_hessian(obj: Objective) -> Tensor:
     for chunk in obj.chunks():
         A, M = _layer_inputs_and_output_hessians(obj, layer, chunk)
         M = M * chunk.weight
-        part = _native.kron_block_with_bias(A, M) if layer.bias is not None \
-            else _native.kron_block(A, M)
+        part = ops.kron_block_with_bias(A, M) if layer.bias is not None \
+            else ops.kron_block(A, M)
         block = part if block is None else block + part
     return obj.all_reduce(block)
 

@@ -41,7 +41,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from hesskit import _native
+from hesskit import ops
 from hesskit.engines import register_engine
 from hesskit.engines.base import Engine
 from hesskit.engines.chain import (Chain, UnsupportedModelError, loss_problem, loss_terms,
@@ -86,8 +86,8 @@ class NativeEngine(Engine):
     # ------------------------------------------------------------------ set-up
     @classmethod
     def unsupported_reason(cls, objective) -> str | None:
-        if not _native.native_available():
-            return f"the compiled extension hesskit._C is not loaded ({_native.load_error()})"
+        if not ops.native_available():
+            return f"the compiled extension hesskit._C is not loaded ({ops.load_error()})"
         try:
             cls._analyse(objective)
         except UnsupportedModelError as exc:
@@ -245,7 +245,7 @@ class NativeEngine(Engine):
         out = None
         for s in self._sample_slices(x.shape[0], per_sample):
             state = self._forward_state(kind, chunk.index, s, x[s], static, loss, T[s], c[s])
-            part = _native.sequential_matmat(x[s], *static, loss, T[s], c[s], full, kind, state)
+            part = ops.sequential_matmat(x[s], *static, loss, T[s], c[s], full, kind, state)
             out = part if out is None else out.add_(part)
         return out if self._rows is None else out.index_select(0, self._rows)
 
@@ -270,8 +270,7 @@ class NativeEngine(Engine):
         if entry is not None and (entry.residual or not residual) and entry.matches(x, T, c):
             return entry.state
         self._states.pop(key, None)
-        state = _native.sequential_forward(x, *static, loss, T, c,
-                                           "hessian" if residual else "ggn")
+        state = ops.sequential_forward(x, *static, loss, T, c, "hessian" if residual else "ggn")
         entry = _CachedState(state, residual, T.clone(), c.clone())
         used = sum(e.nbytes for e in self._states.values())
         if used + entry.nbytes <= self.max_state_bytes:
@@ -303,11 +302,11 @@ class NativeEngine(Engine):
         _check_kind(kind)
         layers = [self.chain.layers[self.start + i] for i in self._layers]
         blocks: dict[str, Tensor] = {}
-        for weight, (inputs, hessians) in self._calls(_native.sequential_hbp,
+        for weight, (inputs, hessians) in self._calls(ops.sequential_hbp,
                                                       self._hbp_per_sample(), self._layers, kind):
             for layer, A, M in zip(layers, inputs, hessians):
-                block = (_native.kron_block(A, M) if layer.module.bias is None
-                         else _native.kron_block_with_bias(A, M))
+                block = (ops.kron_block(A, M) if layer.module.bias is None
+                         else ops.kron_block_with_bias(A, M))
                 if layer.name in blocks:
                     blocks[layer.name].add_(block, alpha=weight)
                 else:
@@ -329,7 +328,7 @@ class NativeEngine(Engine):
         layers = [self.chain.layers[self.start + i] for i in self._layers]
         diag = torch.zeros(self._used_size, dtype=self.objective.dtype,
                            device=self.objective.device)
-        for weight, (inputs, hessians) in self._calls(_native.sequential_hbp,
+        for weight, (inputs, hessians) in self._calls(ops.sequential_hbp,
                                                       self._hbp_per_sample(), self._layers, kind):
             offset = 0
             for layer, A, M in zip(layers, inputs, hessians):
@@ -352,7 +351,7 @@ class NativeEngine(Engine):
         widths = self._widths()
         per_sample = self._hbp_per_sample() + 6 * (max(widths) + 1) ** 2
         H = None
-        for weight, part in self._calls(_native.sequential_dense, per_sample, self._layers, kind):
+        for weight, part in self._calls(ops.sequential_dense, per_sample, self._layers, kind):
             H = part.mul_(weight) if H is None else H.add_(part, alpha=weight)
         if self._used_rows is None:
             return H

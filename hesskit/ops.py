@@ -1,4 +1,4 @@
-"""Loader for the compiled extension ``hesskit._C`` and typed wrappers of its ops.
+"""``hk.ops``: the compiled extension ``hesskit._C``, loaded, and one wrapper per op.
 
 ``hesskit._C`` registers the ``torch.ops.hesskit.*`` operators (``TORCH_LIBRARY``)
 and a small pybind11 module with build information. When it is missing or fails
