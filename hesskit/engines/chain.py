@@ -32,6 +32,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from hesskit.engines.output_hessian import closed_form_kind
 
@@ -97,7 +98,8 @@ class LinearLayer:
 
     @property
     def param_names(self) -> list[str]:
-        """Its parameters' names in ``model.named_parameters()``, weight then bias."""
+        """Its parameters' names in ``model.named_parameters()``, weight then bias (the
+        kernels' order; the model may register them in the other order)."""
         prefix = f"{self.name}." if self.name else ""
         names = [prefix + "weight"]
         if self.module.bias is not None:
@@ -159,6 +161,54 @@ def _describe(name: str, module: nn.Module) -> str:
     return f"module {name!r} ({type(module).__name__})"
 
 
+def _hook_problem(model: nn.Module) -> str | None:
+    """Why ``model(x)`` may compute something else than its modules do, or ``None``.
+
+    Forward hooks and forward pre-hooks (on any module, or registered globally with
+    ``torch.nn.modules.module.register_module_forward_hook``/``..._pre_hook``) and
+    ``torch.nn.utils.parametrize`` rewrite inputs, outputs or parameters
+    (``torch.nn.utils.prune`` and ``weight_norm`` are pre-hooks): the kernels read the
+    modules' parameters and compute their layers themselves, so they would ignore them.
+    """
+    from torch.nn.modules import module as module_globals
+
+    for kind, hooks in (("forward hook", module_globals._global_forward_hooks),
+                        ("forward pre-hook", module_globals._global_forward_pre_hooks)):
+        if hooks:
+            return (f"a global {kind} is registered (torch.nn.modules.module."
+                    f"register_module_{kind.replace(' ', '_').replace('-', '_')}); the native "
+                    "engine would not run it")
+    for name, module in model.named_modules(remove_duplicate=False):
+        where = f"module {name!r}" if name else "model"
+        where += f" ({type(module).__name__})"
+        if parametrize.is_parametrized(module):
+            return (f"{where} has parametrizations (torch.nn.utils.parametrize) of "
+                    f"{sorted(module.parametrizations)}; the native engine reads parameters "
+                    "as stored")
+        for kind, hooks in (("forward hook", module._forward_hooks),
+                            ("forward pre-hook", module._forward_pre_hooks)):
+            if hooks:
+                return f"{where} has a {kind}; the native engine would not run it"
+    return None
+
+
+def _shared_parameter_problem(layers: list[LinearLayer]) -> str | None:
+    """Why the layers' parameters are not independent (one tensor in two places)."""
+    owner: dict[int, tuple[str, str]] = {}
+    for layer in layers:
+        for attr in ("weight", "bias"):
+            p = getattr(layer.module, attr)
+            if p is None:
+                continue
+            if id(p) in owner:
+                other, other_attr = owner[id(p)]
+                return (f"{_describe(layer.name, layer.module)} shares its parameter {attr!r} "
+                        f"with module {other!r} ({other_attr!r}); tied parameters are not "
+                        "supported by the native engine")
+            owner[id(p)] = (layer.name, attr)
+    return None
+
+
 def parse_chain(model: nn.Module, mode: str = "eval") -> Chain:
     """Read ``model`` as a chain of Linear layers and pointwise activations.
 
@@ -168,7 +218,10 @@ def parse_chain(model: nn.Module, mode: str = "eval") -> Chain:
     ``nn.ELU``, ``nn.Identity``, ``nn.Flatten`` (``start_dim=1, end_dim=-1``) and
     ``nn.Dropout`` (in eval mode, or with ``p=0``), holding at least one Linear
     layer; or a single ``nn.Linear``. Subclasses of these are not accepted (they may
-    compute something else).
+    compute something else), nor models with forward hooks or forward pre-hooks
+    (``torch.nn.utils.prune`` and ``weight_norm`` are pre-hooks), global ones included,
+    or with ``torch.nn.utils.parametrize`` parametrizations, nor Linear layers that
+    share a parameter (tied weights): the kernels would not follow them.
 
     Args:
         model: the network.
@@ -177,6 +230,9 @@ def parse_chain(model: nn.Module, mode: str = "eval") -> Chain:
     Raises:
         UnsupportedModelError: naming the first module that is not supported.
     """
+    problem = _hook_problem(model)
+    if problem is not None:
+        raise UnsupportedModelError(problem)
     chain = Chain(prefix=[], layers=[])
     seen: set[int] = set()
     for name, module in _leaves(model, ""):
@@ -212,6 +268,9 @@ def parse_chain(model: nn.Module, mode: str = "eval") -> Chain:
     if not chain.layers:
         raise UnsupportedModelError(f"model ({type(model).__name__}) has no nn.Linear layer "
                                     "in a supported chain")
+    problem = _shared_parameter_problem(chain.layers)
+    if problem is not None:
+        raise UnsupportedModelError(problem)
     return chain
 
 

@@ -53,12 +53,16 @@ _KINDS = ("hessian", "ggn", "functional")
 
 
 def _layout(layers) -> dict[str, tuple[int, int]]:
-    """``{parameter name: (offset, size)}`` in the flat order ``[W_1, b_1, W_2, ...]``."""
+    """``{parameter name: (offset, size)}`` in the kernels' flat order ``[W_1, b_1, W_2,
+    ...]``, by name: a Linear layer may register its bias before its weight (after
+    ``prune.remove`` or ``remove_parametrizations``)."""
     layout, offset = {}, 0
     for layer in layers:
-        for name, p in zip(layer.param_names, layer.module.parameters(recurse=False)):
-            layout[name] = (offset, p.numel())
-            offset += p.numel()
+        sizes = [layer.module.weight.numel()] + ([] if layer.module.bias is None
+                                                 else [layer.module.bias.numel()])
+        for name, size in zip(layer.param_names, sizes):
+            layout[name] = (offset, size)
+            offset += size
     return layout
 
 
@@ -115,6 +119,11 @@ class NativeEngine(Engine):
                         f"({objective.dtype} on {objective.device})")
         start = min(owner[name] for name in objective.param_names)
         chunk = next(iter(objective.chunks()))
+        for what, value in (("inputs", chunk.inputs), ("targets", chunk.targets)):
+            if not isinstance(value, torch.Tensor):
+                raise UnsupportedModelError(f"data: the batches' {what} are "
+                                            f"{type(value).__name__}; the native engine needs "
+                                            "(inputs, targets) pairs of tensors")
         first = chain.layers[0]
         x = chain.run_prefix(chunk.inputs)
         if x.ndim != 2 or x.shape[1] != first.module.in_features:
@@ -311,12 +320,13 @@ class NativeEngine(Engine):
                     blocks[layer.name].add_(block, alpha=weight)
                 else:
                     blocks[layer.name] = block.mul_(weight)
-        selected = set(self.objective.param_names)
+        selected = self.objective.param_names  # flattening order
         for layer in layers:
-            names = [n for n in layer.param_names if n in selected]
+            layout = _layout([layer])
+            names = [n for n in selected if n in layout]
             if names != layer.param_names:
-                rows = torch.cat([torch.arange(a, a + size) for n, (a, size) in
-                                  _layout([layer]).items() if n in selected]).to(self.objective.device)
+                rows = torch.cat([torch.arange(layout[n][0], layout[n][0] + layout[n][1])
+                                  for n in names]).to(self.objective.device)
                 blocks[layer.name] = blocks[layer.name][rows][:, rows]
         return blocks
 

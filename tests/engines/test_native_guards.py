@@ -1,0 +1,177 @@
+"""Models the native engine cannot follow are refused by name and ``auto`` falls back
+to the right numbers; models it can follow after a change of registration order give
+the right numbers; non-finite data raises on every native fast path.
+
+References: float64 ``torch.autograd.functional.hessian`` of the whole loss as a
+function of the flat parameters (in ``model.named_parameters()`` order), through
+``functional_call`` so that hooks, parametrizations and tied weights act as in
+``model(x)``.
+"""
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+from torch.nn.utils import parametrize, prune
+
+import hesskit as hk
+from hesskit import ops
+from hesskit.engines import make_engine
+from hesskit.engines.native import NativeEngine
+
+pytestmark = pytest.mark.skipif(not ops.native_available(), reason="hesskit._C is not built")
+
+
+def reference_hessian(model, loss_fn, X, y):
+    """Dense float64 Hessian of ``loss_fn(model(X), y)`` over ``model.named_parameters()``."""
+    named = dict(model.named_parameters())
+    names = list(named)
+    shapes = [named[n].shape for n in names]
+    sizes = [named[n].numel() for n in names]
+    flat0 = torch.cat([named[n].detach().reshape(-1) for n in names])
+
+    def loss(flat):
+        params = {n: t.reshape(s) for n, t, s in zip(names, flat.split(sizes), shapes)}
+        return loss_fn(functional_call(model, params, (X,)), y)
+
+    return torch.autograd.functional.hessian(loss, flat0)
+
+
+def data(n=20, d=5, c=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d, generator=g, dtype=torch.float64), torch.randint(0, c, (n,),
+                                                                               generator=g)
+
+
+def square_mlp(d=5, c=3, seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, d), nn.Tanh(),
+                         nn.Linear(d, c)).double().eval()
+
+
+def tied():
+    model = square_mlp()
+    model[2].weight = model[0].weight
+    return model
+
+
+def forward_hook():
+    model = square_mlp()
+    model[2].register_forward_hook(lambda module, args, out: 2 * out)
+    return model
+
+
+def forward_pre_hook():
+    model = square_mlp()
+    model[2].register_forward_pre_hook(lambda module, args: (args[0] ** 2,))
+    return model
+
+
+def pruned():
+    model = square_mlp()
+    prune.l1_unstructured(model[2], "weight", amount=0.4)
+    return model
+
+
+class Symmetric(nn.Module):
+    def forward(self, W):
+        return W.triu() + W.triu(1).T
+
+
+def parametrized():
+    model = square_mlp()
+    parametrize.register_parametrization(model[2], "weight", Symmetric())
+    return model
+
+
+REFUSED = [
+    (tied, r"module '2' \(Linear\) shares its parameter 'weight' with module '0'"),
+    (forward_hook, r"module '2' \(Linear\) has a forward hook"),
+    (forward_pre_hook, r"module '2' \(Linear\) has a forward pre-hook"),
+    (pruned, r"module '2' \(Linear\) has a forward pre-hook"),
+    (parametrized, r"module '2' \(ParametrizedLinear\) .*parametriz"),
+]
+
+
+@pytest.mark.parametrize("build, match", REFUSED, ids=[b.__name__ for b, _ in REFUSED])
+def test_refused_by_name_and_auto_falls_back_to_the_exact_hessian(build, match):
+    model = build()
+    X, y = data()
+    loss_fn = nn.CrossEntropyLoss()
+    obj = hk.Objective(model, loss_fn, (X, y))
+    assert NativeEngine.unsupported_reason(obj) is not None
+    with pytest.raises(ValueError, match=match):
+        hk.HessianOperator(obj, engine="native")
+    H = hk.HessianOperator(obj, engine="auto")
+    assert not isinstance(H.engine, NativeEngine)
+    ref = reference_hessian(model, loss_fn, X, y)
+    torch.testing.assert_close(H.dense(), ref, rtol=1e-10, atol=1e-12)
+    v = torch.randn(ref.shape[0], dtype=torch.float64)
+    torch.testing.assert_close(H @ v, ref @ v, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("hook", ["forward", "forward_pre"])
+def test_global_module_hooks_are_refused(hook):
+    model = square_mlp()
+    X, y = data()
+    obj = hk.Objective(model, nn.CrossEntropyLoss(), (X, y))
+    register = getattr(torch.nn.modules.module, f"register_module_{hook}_hook")
+    if hook == "forward":
+        handle = register(lambda module, args, out: out * 1.5 if isinstance(module, nn.Tanh)
+                          else out)
+    else:
+        handle = register(lambda module, args: args)
+    try:
+        assert "global" in NativeEngine.unsupported_reason(obj)
+        assert not isinstance(make_engine("auto", obj), NativeEngine)
+    finally:
+        handle.remove()
+    assert NativeEngine.unsupported_reason(obj) is None
+
+
+def _bias_first():
+    """square_mlp whose Linear '2' registers ``bias`` before ``weight`` (as after
+    ``prune.remove``)."""
+    model = square_mlp()
+    prune.l1_unstructured(model[2], "weight", amount=0.4)
+    prune.remove(model[2], "weight")
+    return model
+
+
+def _bias_first_parametrize():
+    model = square_mlp()
+    parametrize.register_parametrization(model[2], "weight", Symmetric())
+    parametrize.remove_parametrizations(model[2], "weight")
+    return model
+
+
+@pytest.mark.parametrize("build", [_bias_first, _bias_first_parametrize])
+def test_registration_order_bias_before_weight(build):
+    model = build()
+    names = [n for n, _ in model.named_parameters()]
+    assert names.index("2.bias") < names.index("2.weight")  # the case under test
+    X, y = data()
+    loss_fn = nn.CrossEntropyLoss()
+    obj = hk.Objective(model, loss_fn, (X, y))
+    ref = reference_hessian(model, loss_fn, X, y)
+    H = hk.HessianOperator(obj, engine="native")
+    V = torch.randn(ref.shape[0], 3, dtype=torch.float64)
+    torch.testing.assert_close(H @ V, ref @ V, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(H.dense(), ref, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(H.diagonal(), ref.diagonal(), rtol=1e-10, atol=1e-12)
+    blocks = hk.layer_blocks(obj)
+    sl = obj.slices()
+    rows = torch.cat([torch.arange(sl[n].start, sl[n].stop) for n in names if n.startswith("2.")])
+    torch.testing.assert_close(blocks["2"], ref[rows][:, rows], rtol=1e-10, atol=1e-12)
+    sub = hk.Objective(model, loss_fn, (X, y), params=["2.bias", "2.weight"])
+    torch.testing.assert_close(hk.HessianOperator(sub, engine="native").dense(),
+                               ref[rows][:, rows], rtol=1e-10, atol=1e-12)
+
+
+def test_batches_that_are_not_tensor_pairs_are_refused(monkeypatch):
+    model = square_mlp()
+    X, y = data()
+    obj = hk.Objective(model, nn.CrossEntropyLoss(), (X, y))
+    chunk = next(obj.chunks())
+    batch = type(chunk)({"x": X}, y, chunk.weight, chunk.index)
+    monkeypatch.setattr(type(obj), "chunks", lambda self: iter([batch]))
+    assert "inputs" in NativeEngine.unsupported_reason(obj)
