@@ -26,7 +26,7 @@ from hesskit import ops
 from hesskit.engines import ENGINES
 from hesskit.engines.output_hessian import output_hessian_matmat
 from hesskit.objective import Objective
-from hesskit.operators import GGNOperator, HessianOperator
+from hesskit.operators import GGNOperator, HessianOperator, check_finite
 
 __all__ = ["layer_blocks", "last_layer_hessian", "parameterized_modules"]
 
@@ -66,8 +66,12 @@ def layer_blocks(obj: Objective, kind: str = "hessian", engine: str = "auto") ->
     native = ENGINES.get("native")
     if engine in ("auto", "native") and native is not None \
             and native.unsupported_reason(obj) is None:
-        blocks = native(obj).layer_blocks(kind)
-        return {name: obj.all_reduce(block) for name, block in blocks.items()}
+        blocks = {name: obj.all_reduce(block)
+                  for name, block in native(obj).layer_blocks(kind).items()}
+        groups = parameterized_modules(obj)
+        for name, block in blocks.items():
+            check_finite(block, _row_names(obj, groups[name]), f"layer_blocks: block {name!r}")
+        return blocks
     return {module: _KINDS[kind](obj.restricted(names), engine=engine).dense()
             for module, names in parameterized_modules(obj).items()}
 
@@ -101,7 +105,19 @@ def last_layer_hessian(obj: Objective) -> Tensor:
         part = ops.kron_block_with_bias(A, M) if layer.bias is not None \
             else ops.kron_block(A, M)
         block = part if block is None else block + part
-    return obj.all_reduce(block)
+    block = obj.all_reduce(block)
+    prefix = f"{name}." if name else ""
+    names = [prefix + "weight"] + ([] if layer.bias is None else [prefix + "bias"])
+    sizes = [layer.weight.numel()] + ([] if layer.bias is None else [layer.bias.numel()])
+    check_finite(block, lambda row: names[int(row >= sizes[0])], "last_layer_hessian")
+    return block
+
+
+def _row_names(obj: Objective, names: list[str]):
+    """``row -> parameter name`` over the concatenation of ``names``' entries."""
+    slices = obj.slices()
+    ends = torch.tensor([slices[n].stop - slices[n].start for n in names]).cumsum(0)
+    return lambda row: names[int(torch.searchsorted(ends, row, right=True))]
 
 
 def _layer_inputs_and_output_hessians(obj: Objective, layer: nn.Linear, chunk) -> tuple[Tensor, Tensor]:

@@ -175,3 +175,30 @@ def test_batches_that_are_not_tensor_pairs_are_refused(monkeypatch):
     batch = type(chunk)({"x": X}, y, chunk.weight, chunk.index)
     monkeypatch.setattr(type(obj), "chunks", lambda self: iter([batch]))
     assert "inputs" in NativeEngine.unsupported_reason(obj)
+
+
+# --------------------------------------------------------------- non-finite data
+
+def _nan_objective():
+    model = square_mlp()
+    X, y = data()
+    X[3, 1] = float("nan")
+    return hk.Objective(model, nn.CrossEntropyLoss(), (X, y))
+
+
+NAN_PATHS = {
+    "matvec": lambda H: H @ torch.ones(H.shape[0], dtype=torch.float64),
+    "dense": lambda H: H.dense(),
+    "diagonal": lambda H: H.diagonal(),
+    "trace_exact": lambda H: hk.trace(H, method="exact"),
+    "eigenvalues_exact": lambda H: hk.eigenvalues(H, k=2, method="exact"),
+    "layer_blocks": lambda H: hk.layer_blocks(H.objective),
+    "last_layer_hessian": lambda H: hk.last_layer_hessian(H.objective),
+}
+
+
+@pytest.mark.parametrize("path", list(NAN_PATHS))
+def test_non_finite_data_raises_on_every_fast_path(path):
+    H = hk.HessianOperator(_nan_objective(), engine="native")
+    with pytest.raises(FloatingPointError, match=r"non-finite .*parameter '\d\.(weight|bias)'"):
+        NAN_PATHS[path](H)
