@@ -174,6 +174,9 @@ inline Problem make_problem(const at::Tensor& X, at::TensorList weights,
               msg::shape(target.sizes()));
   TORCH_CHECK(coef.dim() == 1 && coef.size(0) == N, "sequential: coef must have shape (", msg::num(N),
               ",), got ", msg::shape(coef.sizes()));
+  // The softmax of an empty row would read past it (logsumexp of nothing is -inf).
+  TORCH_CHECK_VALUE(pb.loss != kCrossEntropy || width >= 1, "sequential: cross_entropy needs "
+                    "at least one output class, but weights[", msg::num(L - 1), "] has 0 rows");
   pb.target = target.contiguous();
   pb.coef = coef.contiguous();
   return pb;

@@ -517,3 +517,21 @@ if _C is not None:
                                coef, layers, kind):
         size = _sequential_size(weights, biases, layers)
         return X.new_empty((size, size))
+
+    def _not_differentiable(op: str):
+        """An autograd formula that refuses: the sequential ops compute curvature at
+        fixed parameters and data, and have no derivative formula. Registered so that
+        a gradient through them raises instead of silently treating their outputs as
+        constants (which is what an op without an autograd kernel does)."""
+        def backward(ctx, *grads):
+            raise RuntimeError(f"hesskit::{op} is not differentiable; detach its inputs "
+                               "(curvature products are computed at fixed parameters)")
+        return backward
+
+    def _no_context(ctx, inputs, output) -> None:
+        pass
+
+    for _op in ("sequential_hbp", "sequential_matmat", "sequential_forward", "sequential_dense"):
+        torch.library.register_autograd(f"hesskit::{_op}", _not_differentiable(_op),
+                                        setup_context=_no_context)
+    del _op
