@@ -26,7 +26,7 @@ from hesskit import ops
 from hesskit.engines import ENGINES
 from hesskit.engines.output_hessian import output_hessian_matmat
 from hesskit.objective import Objective
-from hesskit.operators import GGNOperator, HessianOperator, check_finite
+from hesskit.operators import GGNOperator, HessianOperator, check_finite, check_matrix_bytes
 
 __all__ = ["layer_blocks", "last_layer_hessian", "parameterized_modules"]
 
@@ -42,7 +42,8 @@ def parameterized_modules(obj: Objective) -> dict[str, list[str]]:
     return groups
 
 
-def layer_blocks(obj: Objective, kind: str = "hessian", engine: str = "auto") -> dict[str, Tensor]:
+def layer_blocks(obj: Objective, kind: str = "hessian", engine: str = "auto",
+                 max_bytes: int | None = None) -> dict[str, Tensor]:
     """The exact diagonal block of every parameterized module.
 
     Args:
@@ -50,6 +51,9 @@ def layer_blocks(obj: Objective, kind: str = "hessian", engine: str = "auto") ->
         kind: ``"hessian"`` or ``"ggn"``.
         engine: engine of the products (``"auto"`` uses the native sequential engine
             when it supports the model: all Linear blocks in one pass).
+        max_bytes: refuse (``ValueError``, before computing anything) when the blocks
+            together would need more bytes; default
+            :data:`~hesskit.operators.DEFAULT_MAX_BYTES` (4 GiB), as ``dense()``.
 
     Returns:
         ``{module_name: block}`` where ``block`` is square over the module's own
@@ -63,17 +67,20 @@ def layer_blocks(obj: Objective, kind: str = "hessian", engine: str = "auto") ->
     """
     if kind not in _KINDS:
         raise ValueError(f"kind: expected one of {sorted(_KINDS)}, got {kind!r}")
+    groups = parameterized_modules(obj)
+    sizes = {name: p.numel() for name, p in zip(obj.param_names, obj.params)}
+    check_matrix_bytes("layer_blocks()", [sum(sizes[n] for n in names)
+                                          for names in groups.values()], obj.dtype, max_bytes)
     native = ENGINES.get("native")
     if engine in ("auto", "native") and native is not None \
             and native.unsupported_reason(obj) is None:
         blocks = {name: obj.all_reduce(block)
                   for name, block in native(obj).layer_blocks(kind).items()}
-        groups = parameterized_modules(obj)
         for name, block in blocks.items():
             check_finite(block, _row_names(obj, groups[name]), f"layer_blocks: block {name!r}")
         return blocks
-    return {module: _KINDS[kind](obj.restricted(names), engine=engine).dense()
-            for module, names in parameterized_modules(obj).items()}
+    return {module: _KINDS[kind](obj.restricted(names), engine=engine).dense(max_bytes=max_bytes)
+            for module, names in groups.items()}
 
 
 def _last_linear(model: nn.Module) -> tuple[str, nn.Linear]:

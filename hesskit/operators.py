@@ -26,7 +26,8 @@ from hesskit.engines import make_engine
 from hesskit.objective import Objective
 
 __all__ = ["CurvatureOperator", "HessianOperator", "GGNOperator",
-           "FunctionalHessianOperator", "DEFAULT_MAX_BYTES", "check_finite"]
+           "FunctionalHessianOperator", "DEFAULT_MAX_BYTES", "check_finite",
+           "check_matrix_bytes"]
 
 #: ``dense()`` refuses to allocate more than this unless ``max_bytes`` says otherwise.
 DEFAULT_MAX_BYTES = 4 * 2**30
@@ -43,6 +44,21 @@ def check_finite(out: Tensor, name_of_row, what: str) -> None:
         row = int(bad.nonzero()[0])
         raise FloatingPointError(f"{what} has non-finite entries, first in parameter "
                                  f"{name_of_row(row)!r}")
+
+
+def check_matrix_bytes(what: str, sides: list[int], dtype: torch.dtype,
+                       max_bytes: int | None) -> None:
+    """Refuse (``ValueError``, before anything is allocated) square matrices of the
+    given sides that together need more than ``max_bytes`` (default
+    :data:`DEFAULT_MAX_BYTES`)."""
+    limit = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
+    need = sum(p * p for p in sides) * torch.empty((), dtype=dtype).element_size()
+    if need > limit:
+        shapes = " + ".join(f"{p}×{p}" for p in sides)
+        noun = "matrix needs" if len(sides) == 1 else "matrices need"
+        raise ValueError(f"{what}: the {shapes} {dtype} {noun} {_format_bytes(need)}, "
+                         f"more than max_bytes={_format_bytes(limit)}; raise max_bytes to "
+                         "allow it")
 
 
 def _format_bytes(n: float) -> str:
@@ -156,12 +172,7 @@ class CurvatureOperator:
                 (shown from 8 blocks on).
         """
         P = self.shape[0]
-        limit = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
-        need = P * P * torch.empty((), dtype=self.dtype).element_size()
-        if need > limit:
-            raise ValueError(f"dense(): the {P}×{P} {self.dtype} matrix needs "
-                             f"{_format_bytes(need)}, more than max_bytes="
-                             f"{_format_bytes(limit)}; raise max_bytes to allow it")
+        check_matrix_bytes("dense()", [P], self.dtype, max_bytes)
         native = getattr(self.engine, "dense", None)
         if native is not None:
             D = self.objective.all_reduce(native(self.kind))

@@ -202,3 +202,29 @@ def test_non_finite_data_raises_on_every_fast_path(path):
     H = hk.HessianOperator(_nan_objective(), engine="native")
     with pytest.raises(FloatingPointError, match=r"non-finite .*parameter '\d\.(weight|bias)'"):
         NAN_PATHS[path](H)
+
+
+# ------------------------------------------------------------- memory refusal
+
+def test_layer_blocks_refuses_before_allocating_more_than_max_bytes(monkeypatch):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(300, 200), nn.Tanh(), nn.Linear(200, 3))  # 60 200 params
+    X, y = torch.randn(8, 300), torch.randint(0, 3, (8,))
+    obj = hk.Objective(model, nn.CrossEntropyLoss(), (X, y))
+
+    def compute(*args, **kwargs):
+        raise AssertionError("the blocks were computed")
+
+    monkeypatch.setattr(NativeEngine, "layer_blocks", compute)
+    with pytest.raises(ValueError, match=r"layer_blocks\(\): .*60200.* need 13\.5 GiB.*"
+                                         r"max_bytes=4\.0 GiB"):
+        hk.layer_blocks(obj)
+    monkeypatch.undo()
+    small = hk.Objective(square_mlp(), nn.CrossEntropyLoss(), data())
+    with pytest.raises(ValueError, match="max_bytes=1.0 KiB"):
+        hk.layer_blocks(small, max_bytes=1024)
+    for engine in ("auto", "autograd"):
+        with pytest.raises(ValueError, match="max_bytes"):
+            hk.layer_blocks(small, engine=engine, max_bytes=1024)
+    blocks = hk.layer_blocks(small, max_bytes=10**6)
+    assert set(blocks) == {"0", "2", "4"}
