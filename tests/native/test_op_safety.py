@@ -70,3 +70,12 @@ def test_gradients_through_the_sequential_ops_raise(op):
         out[0] if isinstance(out[0], torch.Tensor) else out[1][-1])
     with pytest.raises(RuntimeError, match=f"sequential_{op} is not differentiable"):
         torch.autograd.grad(first.sum(), args[0])
+
+
+@pytest.mark.parametrize("op", list(OPS))
+def test_a_meta_tensor_among_cpu_tensors_is_refused(op):
+    """The dispatcher sends such calls to the fake implementation, not to a kernel."""
+    X, weights, *rest = chain(C=3)
+    with pytest.raises(RuntimeError, match=r"weights\[1\] must be on the device of X \(cpu\), "
+                                           r"got meta"):
+        OPS[op]((X, [weights[0], weights[1].to("meta")], *rest))

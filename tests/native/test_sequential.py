@@ -249,33 +249,50 @@ def test_empty_tangent_block():
     assert out.shape == (n_params(args), 0)
 
 
-@pytest.mark.parametrize("change, error, name", [
-    (lambda a: (a[0].float(), *a[1:]), TypeError, "weights\\[0\\]"),
-    (lambda a: (a[0][:, :3], *a[1:]), ValueError, "weights\\[0\\]"),
-    (lambda a: (*a[:2], a[2][:1], *a[3:]), ValueError, "biases"),
-    (lambda a: (*a[:3], [3, 99, 5], *a[4:]), ValueError, "act_codes"),
-    (lambda a: (*a[:4], a[4][:-1], *a[5:]), ValueError, "act_args"),
-    (lambda a: (*a[:5], [1, 1], *a[6:]), ValueError, "act_codes"),
-    (lambda a: (*a[:6], "hinge", *a[7:]), ValueError, "loss"),
-    (lambda a: (*a[:7], a[7][:, :2], a[8]), ValueError, "target"),
-    (lambda a: (*a[:8], a[8].float()), TypeError, "coef"),
+# Checked once, in C++ (csrc/sequential.h), for the wrappers and direct op calls alike.
+@needs_native
+@pytest.mark.parametrize("call", ["wrapper", "torch.ops"])
+@pytest.mark.parametrize("change, error, match", [
+    (lambda a: (a[0].float(), *a[1:]), TypeError,
+     r"weights\[0\] must have the dtype of X \(Float\), got Double"),
+    (lambda a: (a[0][:, :3], *a[1:]), ValueError,
+     r"weights\[0\] must have shape \(m, 3\), got \[4, 5\]"),
+    (lambda a: (*a[:2], a[2][:1], *a[3:]), ValueError,
+     r"biases must have one entry \(a tensor or None\) per weight, got 1 for 2 weights"),
+    (lambda a: (*a[:3], [3, 99, 5], *a[4:]), ValueError,
+     r"act_codes\[1\] = 99 is not an activation code in \[1, 9\]"),
+    (lambda a: (*a[:4], a[4][:-1], *a[5:]), ValueError,
+     r"act_args must hold two numbers per activation code, got 5 for 3 codes"),
+    (lambda a: (*a[:5], [1, 1], *a[6:]), ValueError, r"act_counts add up to 2 but 3 act_codes"),
+    (lambda a: (*a[:6], "hinge", *a[7:]), ValueError,
+     r"loss must be 'cross_entropy' or 'mse', got 'hinge'"),
+    (lambda a: (*a[:7], a[7][:, :2], a[8]), ValueError,
+     r"target must have the output shape \(7, 3\), got \[7, 2\]"),
+    (lambda a: (*a[:8], a[8].float()), TypeError,
+     r"coef must have the dtype of X \(Double\), got Float"),
 ])
-def test_wrapper_errors_name_the_argument(change, error, name):
+def test_errors_name_the_argument(call, change, error, match):
     args = change(build(SPEC))
-    with pytest.raises(error, match=name):
-        ops.sequential_dense(*args, [0], "hessian")
+    op = ops.sequential_dense if call == "wrapper" else torch.ops.hesskit.sequential_dense
+    with pytest.raises(error, match=match):
+        op(*args, [0], "hessian")
 
 
-def test_wrapper_errors_layers_kind_and_V():
+@needs_native
+def test_errors_layers_kind_and_V():
     args = build(SPEC)
-    with pytest.raises(ValueError, match="layers"):
+    with pytest.raises(ValueError, match=r"layers must be strictly increasing, got \[1, 0\]"):
         ops.sequential_hbp(*args, [1, 0], "hessian")
-    with pytest.raises(ValueError, match="layers"):
+    with pytest.raises(ValueError, match=r"layers\[0\] = 2 is not a layer index in \[0, 2\)"):
         ops.sequential_dense(*args, [2], "hessian")
-    with pytest.raises(ValueError, match="kind"):
+    with pytest.raises(ValueError, match="kind must be 'hessian', 'ggn' or 'functional', got "
+                                         "'fisher'"):
         ops.sequential_hbp(*args, [0], "fisher")
-    with pytest.raises(ValueError, match="V"):
+    with pytest.raises(ValueError, match=rf"V must have shape \({n_params(args)}, k\), got "
+                                         r"\[3, 2\]"):
         ops.sequential_matmat(*args, torch.zeros(3, 2, dtype=torch.float64), "ggn")
+    with pytest.raises(TypeError, match="X: expected a torch.Tensor, got ndarray"):
+        ops.sequential_forward(args[0].numpy(), *args[1:], "ggn")
 
 
 @needs_native
@@ -285,28 +302,14 @@ def test_forward_state_is_checked():
     V = torch.zeros(n_params(args), 1, dtype=torch.float64)
     ggn = ops.sequential_forward(*args, "ggn")
     hessian = ops.sequential_forward(*args, "hessian")
-    with pytest.raises(RuntimeError, match="state must hold 9 tensors"):
+    with pytest.raises(ValueError, match="state must hold 9 tensors"):
         ops.sequential_matmat(*args, V, "hessian", ggn)   # no residual tensors
-    with pytest.raises(RuntimeError, match=r"state\[1\] must have shape \(4, 7\), got \[6, 7\]"):
+    with pytest.raises(ValueError, match=r"state\[1\] must have shape \(4, 7\), got \[6, 7\]"):
         ops.sequential_matmat(*args, V, "ggn", [ggn[0], ggn[0], *ggn[2:]])
-    with pytest.raises(RuntimeError, match=r"state\[4\] must have the dtype"):
+    with pytest.raises(ValueError, match=r"state\[4\] must have the dtype"):
         ops.sequential_matmat(*args, V, "ggn", [*ggn[:4], ggn[4].float()])
-    with pytest.raises(TypeError, match="state"):
+    with pytest.raises(RuntimeError, match="argument 'state'"):  # the op's schema
         ops.sequential_matmat(*args, V, "ggn", hessian[0])
-
-
-@needs_native
-def test_kernel_checks_raise_runtime_errors():
-    """The C++ checks guard direct torch.ops calls too."""
-    args = build(SPEC)
-    with pytest.raises(RuntimeError, match="kind must be"):
-        torch.ops.hesskit.sequential_dense(*args, [0], "fisher")
-    with pytest.raises(RuntimeError, match="strictly increasing"):
-        torch.ops.hesskit.sequential_hbp(*args, [1, 1], "ggn")
-    with pytest.raises(RuntimeError, match="unknown activation code"):
-        torch.ops.hesskit.sequential_matmat(*args[:3], [3, 0, 5], *args[4:],
-                                            torch.zeros(n_params(args), 1, dtype=torch.float64),
-                                            "hessian")
 
 
 def test_wrappers_on_both_paths(path):
