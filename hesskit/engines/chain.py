@@ -32,8 +32,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils import parametrize
 
+from hesskit.engines.module_hooks import hook_problem
 from hesskit.engines.output_hessian import closed_form_kind
 
 __all__ = ["ACTIVATION_CODES", "Activation", "LinearLayer", "Chain", "UnsupportedModelError",
@@ -161,37 +161,6 @@ def _describe(name: str, module: nn.Module) -> str:
     return f"module {name!r} ({type(module).__name__})"
 
 
-def _hook_problem(model: nn.Module) -> str | None:
-    """Why ``model(x)`` may compute something else than its modules do, or ``None``.
-
-    Forward hooks and forward pre-hooks (on any module, or registered globally with
-    ``torch.nn.modules.module.register_module_forward_hook``/``..._pre_hook``) and
-    ``torch.nn.utils.parametrize`` rewrite inputs, outputs or parameters
-    (``torch.nn.utils.prune`` and ``weight_norm`` are pre-hooks): the kernels read the
-    modules' parameters and compute their layers themselves, so they would ignore them.
-    """
-    from torch.nn.modules import module as module_globals
-
-    for kind, hooks in (("forward hook", module_globals._global_forward_hooks),
-                        ("forward pre-hook", module_globals._global_forward_pre_hooks)):
-        if hooks:
-            return (f"a global {kind} is registered (torch.nn.modules.module."
-                    f"register_module_{kind.replace(' ', '_').replace('-', '_')}); the native "
-                    "engine would not run it")
-    for name, module in model.named_modules(remove_duplicate=False):
-        where = f"module {name!r}" if name else "model"
-        where += f" ({type(module).__name__})"
-        if parametrize.is_parametrized(module):
-            return (f"{where} has parametrizations (torch.nn.utils.parametrize) of "
-                    f"{sorted(module.parametrizations)}; the native engine reads parameters "
-                    "as stored")
-        for kind, hooks in (("forward hook", module._forward_hooks),
-                            ("forward pre-hook", module._forward_pre_hooks)):
-            if hooks:
-                return f"{where} has a {kind}; the native engine would not run it"
-    return None
-
-
 def _shared_parameter_problem(layers: list[LinearLayer]) -> str | None:
     """Why the layers' parameters are not independent (one tensor in two places)."""
     owner: dict[int, tuple[str, str]] = {}
@@ -230,7 +199,7 @@ def parse_chain(model: nn.Module, mode: str = "eval") -> Chain:
     Raises:
         UnsupportedModelError: naming the first module that is not supported.
     """
-    problem = _hook_problem(model)
+    problem = hook_problem(model)
     if problem is not None:
         raise UnsupportedModelError(problem)
     chain = Chain(prefix=[], layers=[])
@@ -276,6 +245,10 @@ def parse_chain(model: nn.Module, mode: str = "eval") -> Chain:
 
 def loss_problem(loss_fn: Callable) -> str | None:
     """``None`` when the kernels support ``loss_fn``, else why not."""
+    if isinstance(loss_fn, nn.Module):
+        problem = hook_problem(loss_fn, "loss_fn")
+        if problem is not None:
+            return problem  # (closed_form_kind is None then, with a vaguer reason)
     kind = closed_form_kind(loss_fn)
     if kind is None:
         return (f"loss_fn ({getattr(loss_fn, '__name__', type(loss_fn).__name__)}) is not "

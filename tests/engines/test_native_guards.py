@@ -128,6 +128,36 @@ def test_global_module_hooks_are_refused(hook):
     assert NativeEngine.unsupported_reason(obj) is None
 
 
+def test_hooks_on_the_loss_module_are_refused():
+    model = square_mlp()
+    X, y = data()
+    loss_fn = nn.CrossEntropyLoss()
+    loss_fn.register_forward_hook(lambda module, args, out: 3 * out)
+    obj = hk.Objective(model, loss_fn, (X, y))
+    assert "loss_fn (CrossEntropyLoss) has a forward hook" in NativeEngine.unsupported_reason(obj)
+    H = hk.HessianOperator(obj, engine="auto")
+    assert not isinstance(H.engine, NativeEngine)
+    torch.testing.assert_close(H.dense(), reference_hessian(model, loss_fn, X, y),
+                               rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("engine", ["autograd", "func"])
+def test_closed_form_output_hessians_follow_hooks_on_the_loss_module(engine):
+    """The GGN (and last_layer_hessian) use closed forms of the cross-entropy Hessian
+    only for a loss module without hooks."""
+    model = square_mlp()
+    X, y = data()
+    hooked = nn.CrossEntropyLoss()
+    hooked.register_forward_hook(lambda module, args, out: 3 * out)
+    plain = nn.CrossEntropyLoss()
+    G = hk.GGNOperator(hk.Objective(model, hooked, (X, y)), engine=engine).dense()
+    G_plain = hk.GGNOperator(hk.Objective(model, plain, (X, y)), engine=engine).dense()
+    torch.testing.assert_close(G, 3 * G_plain, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(hk.last_layer_hessian(hk.Objective(model, hooked, (X, y))),
+                               3 * hk.last_layer_hessian(hk.Objective(model, plain, (X, y))),
+                               rtol=1e-10, atol=1e-12)
+
+
 def _bias_first():
     """square_mlp whose Linear '2' registers ``bias`` before ``weight`` (as after
     ``prune.remove``)."""
