@@ -12,7 +12,7 @@ reference. The arguments are checked once, in C++ (``csrc/kron_block.h``,
 ``torch.ops.hesskit.*`` calls too); the reference path assumes valid arguments.
 Beside each op: its fake (meta) implementation for ``torch.compile``/``opcheck``
 and its autograd registration (``kron_block``: the formula; the ``sequential_*``
-ops: one that raises, they are not differentiable).
+ops, which have none: outputs marked non-differentiable, so a gradient raises).
 """
 from __future__ import annotations
 
@@ -461,20 +461,22 @@ if _C is not None:
         size = _sequential_size(weights, biases, layers)
         return X.new_empty((size, size))
 
-    def _not_differentiable(op: str):
-        """An autograd formula that refuses: the sequential ops compute curvature at
-        fixed parameters and data, and have no derivative formula. Registered so that
-        a gradient through them raises instead of silently treating their outputs as
-        constants (which is what an op without an autograd kernel does)."""
-        def backward(ctx, *grads):
-            raise RuntimeError(f"hesskit::{op} is not differentiable; detach its inputs "
-                               "(curvature products are computed at fixed parameters)")
-        return backward
+    def _mark_non_differentiable(ctx, inputs, output) -> None:
+        """The sequential ops compute curvature at fixed parameters and data and have no
+        derivative formula: their outputs are marked non-differentiable, so that a
+        gradient asked of them raises (``does not require grad``), as for
+        ``torch.argmax``. Without this registration autograd ran the kernels with
+        inputs that require grad and gave outputs with no gradient path, silently."""
+        flat = output if isinstance(output, (list, tuple)) else [output]
+        flat = [t for part in flat for t in (part if isinstance(part, (list, tuple)) else [part])]
+        ctx.mark_non_differentiable(*flat)
 
-    def _no_context(ctx, inputs, output) -> None:
-        pass
+    def _no_gradient(ctx, *grads):
+        # register_autograd needs a backward; with every output non-differentiable,
+        # autograd never calls it.
+        raise RuntimeError("hesskit: the sequential ops are not differentiable")
 
     for _op in ("sequential_hbp", "sequential_matmat", "sequential_forward", "sequential_dense"):
-        torch.library.register_autograd(f"hesskit::{_op}", _not_differentiable(_op),
-                                        setup_context=_no_context)
+        torch.library.register_autograd(f"hesskit::{_op}", _no_gradient,
+                                        setup_context=_mark_non_differentiable)
     del _op
