@@ -39,13 +39,14 @@ Example:
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from hesskit import ops
 from hesskit.engines import register_engine
 from hesskit.engines.base import Engine
 from hesskit.engines.chain import (Chain, UnsupportedModelError, loss_problem, loss_terms,
                                    parse_chain)
+from hesskit.engines.module_hooks import hook_problem
 
 __all__ = ["NativeEngine"]
 
@@ -174,8 +175,14 @@ class NativeEngine(Engine):
     # --------------------------------------------------------------- per chunk
     def _kernel_args(self, chunk):
         """``(x, static args, loss, T, c)`` of one chunk for the ``sequential_*`` ops:
-        ``x`` is the input of layer ``start``."""
+        ``x`` is the input of layer ``start``. Hooks added to the model or the loss
+        since the engine was chosen are refused here (the kernels would skip them)."""
         obj = self.objective
+        problem = hook_problem(obj.model) or (hook_problem(obj.loss_fn, "loss_fn")
+                                               if isinstance(obj.loss_fn, nn.Module) else None)
+        if problem is not None:
+            raise ValueError(f"model: {problem}; it was added after the native engine was "
+                             "chosen (build the operator again to get an engine that follows it)")
         x = self.chain.run_prefix(chunk.inputs, self.start)
         layer = self.chain.layers[self.start]
         if x.ndim != 2 or x.shape[1] != layer.module.in_features:

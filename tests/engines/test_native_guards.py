@@ -158,6 +158,23 @@ def test_closed_form_output_hessians_follow_hooks_on_the_loss_module(engine):
                                rtol=1e-10, atol=1e-12)
 
 
+def test_hooks_added_after_the_engine_was_chosen_raise():
+    model = square_mlp()
+    X, y = data()
+    loss_fn = nn.CrossEntropyLoss()
+    H = hk.HessianOperator(hk.Objective(model, loss_fn, (X, y)), engine="native")
+    v = torch.ones(H.shape[0], dtype=torch.float64)
+    H @ v
+    handle = model[2].register_forward_hook(lambda module, args, out: 2 * out)
+    for compute in (lambda: H @ v, H.dense, H.diagonal, lambda: H.engine.layer_blocks()):
+        with pytest.raises(ValueError, match=r"module '2' \(Linear\) has a forward hook"):
+            compute()
+    handle.remove()
+    loss_fn.register_forward_pre_hook(lambda module, args: args)
+    with pytest.raises(ValueError, match=r"loss_fn \(CrossEntropyLoss\) has a forward pre-hook"):
+        H @ v
+
+
 def _bias_first():
     """square_mlp whose Linear '2' registers ``bias`` before ``weight`` (as after
     ``prune.remove``)."""
