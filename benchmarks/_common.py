@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 
 import hesskit as hk
-from hesskit import _native
+from hesskit import ops
 from hesskit._io import atomic_write
 
 
@@ -66,8 +66,8 @@ def machine_info(device) -> dict:
         "python": platform.python_version(),
         "hesskit": hk.__version__,
         "device": device,
-        "native": _native.native_available(),
-        "build": _native.build_info() if _native.native_available() else _native.load_error(),
+        "native": ops.native_available(),
+        "build": ops.build_info() if ops.native_available() else ops.load_error(),
     }
     if device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name(device)

@@ -31,7 +31,7 @@ from torch import nn
 from torch.func import functional_call
 
 import hesskit as hk
-from hesskit import _native
+from hesskit import ops
 from hesskit.engines.native import NativeEngine
 
 from _common import best_times, machine_info, write_json
@@ -201,8 +201,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    if not _native.native_available():
-        sys.exit(f"hesskit._C is not loaded: {_native.load_error()}")
+    if not ops.native_available():
+        sys.exit(f"hesskit._C is not loaded: {ops.load_error()}")
     device, r = args.device, args.repeats
     mid, tiny = (64, 32, 32, 10), (64, 10, 10, 10)
     peaks = {str(dt).replace("torch.", ""): gemm_peak(dt, device, r)

@@ -39,7 +39,7 @@ from typing import Callable
 import torch
 
 from _common import best_times, machine_info, write_json
-from hesskit import _native, _reference
+from hesskit import _reference, ops
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -114,8 +114,8 @@ KRON_BLOCK_TORCH = {
 
 def bench_kron_block(device: str, repeats: int) -> tuple[list[dict], list[str]]:
     """Times (ms) of native kron_block and of each pure-torch formulation."""
-    if not _native.native_available():
-        raise RuntimeError(f"kron_block section needs hesskit._C: {_native.load_error()}")
+    if not ops.native_available():
+        raise RuntimeError(f"kron_block section needs hesskit._C: {ops.load_error()}")
     rows = []
     for dtype in (torch.float32, torch.float64):
         shapes = KRON_BLOCK_SHAPES + (KRON_BLOCK_SHAPES_GPU if device == "cuda" else [])

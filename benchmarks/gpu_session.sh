@@ -19,7 +19,7 @@ if ! $PY -m pip install --no-build-isolation --no-deps -e . >"$OUT/build.log" 2>
     tail -60 "$OUT/build.log"; exit 1
 fi
 echo "build: $(( $(date +%s) - start )) s"
-$PY -c "from hesskit import _native; print(_native.build_info())" || exit 1
+$PY -c "from hesskit import ops; print(ops.build_info())" || exit 1
 
 # CUDA parity first (fast, and the point of the session), then everything else.
 $PY -m pytest -q -p no:cacheprovider -rs tests/native tests/engines 2>&1 | tee "$OUT/tests_native.log" | tail -25

@@ -58,14 +58,14 @@ inline Kind parse_kind(c10::string_view kind) {
   if (kind == "hessian") return Kind::Hessian;
   if (kind == "ggn") return Kind::GGN;
   if (kind == "functional") return Kind::Functional;
-  TORCH_CHECK(false, "sequential: kind must be 'hessian', 'ggn' or 'functional', got '",
+  TORCH_CHECK_VALUE(false, "sequential: kind must be 'hessian', 'ggn' or 'functional', got '",
               std::string(kind), "'");
 }
 
 inline int parse_loss(c10::string_view loss) {
   if (loss == "cross_entropy") return kCrossEntropy;
   if (loss == "mse") return kMse;
-  TORCH_CHECK(false, "sequential: loss must be 'cross_entropy' or 'mse', got '",
+  TORCH_CHECK_VALUE(false, "sequential: loss must be 'cross_entropy' or 'mse', got '",
               std::string(loss), "'");
 }
 
@@ -101,23 +101,23 @@ inline Problem make_problem(const at::Tensor& X, at::TensorList weights,
                             const at::Tensor& target, const at::Tensor& coef,
                             c10::string_view kind, c10::DeviceType device_type) {
   const auto L = static_cast<int64_t>(weights.size());
-  TORCH_CHECK(L >= 1, "sequential: weights must hold at least one Linear weight");
-  TORCH_CHECK(static_cast<int64_t>(biases.size()) == L, "sequential: biases must have one entry "
+  TORCH_CHECK_VALUE(L >= 1, "sequential: weights must hold at least one Linear weight");
+  TORCH_CHECK_VALUE(static_cast<int64_t>(biases.size()) == L, "sequential: biases must have one entry "
               "(a tensor or None) per weight, got ", msg::num(biases.size()), " for ", msg::num(L), " weights");
-  TORCH_CHECK(static_cast<int64_t>(act_counts.size()) == L, "sequential: act_counts must have "
+  TORCH_CHECK_VALUE(static_cast<int64_t>(act_counts.size()) == L, "sequential: act_counts must have "
               "one entry per weight, got ", msg::num(act_counts.size()), " for ", msg::num(L), " weights");
-  TORCH_CHECK(act_args.size() == 2 * act_codes.size(), "sequential: act_args must hold two "
+  TORCH_CHECK_VALUE(act_args.size() == 2 * act_codes.size(), "sequential: act_args must hold two "
               "numbers per activation code, got ", msg::num(act_args.size()), " for ", msg::num(act_codes.size()),
               " codes");
-  TORCH_CHECK(X.dim() == 2, "sequential: X must be 2-D (N, features), got ", msg::num(X.dim()), "-D");
-  TORCH_CHECK(X.scalar_type() == at::kFloat || X.scalar_type() == at::kDouble,
+  TORCH_CHECK_VALUE(X.dim() == 2, "sequential: X must be 2-D (N, features), got ", msg::num(X.dim()), "-D");
+  TORCH_CHECK_TYPE(X.scalar_type() == at::kFloat || X.scalar_type() == at::kDouble,
               "sequential: X must be float32 or float64, got ", msg::dtype(X.scalar_type()));
-  TORCH_CHECK(X.device().type() == device_type, "sequential: X must be on a ", msg::device(device_type),
+  TORCH_CHECK_VALUE(X.device().type() == device_type, "sequential: X must be on a ", msg::device(device_type),
               " device, got ", msg::device(X.device()));
-  auto same = [&](const at::Tensor& t, const char* name) {
-    TORCH_CHECK(t.scalar_type() == X.scalar_type(), "sequential: ", name, " must have the dtype "
+  auto same = [&](const at::Tensor& t, const std::string& name) {
+    TORCH_CHECK_TYPE(t.scalar_type() == X.scalar_type(), "sequential: ", name, " must have the dtype "
                 "of X (", msg::dtype(X.scalar_type()), "), got ", msg::dtype(t.scalar_type()));
-    TORCH_CHECK(t.device() == X.device(), "sequential: ", name, " must be on the device of X (",
+    TORCH_CHECK_VALUE(t.device() == X.device(), "sequential: ", name, " must be on the device of X (",
                 msg::device(X.device()), "), got ", msg::device(t.device()));
   };
   Problem pb;
@@ -128,30 +128,32 @@ inline Problem make_problem(const at::Tensor& X, at::TensorList weights,
   for (int64_t l = 0; l < L; ++l) {
     Layer layer;
     const at::Tensor& W = weights[l];
-    same(W, "weights");
-    TORCH_CHECK(W.dim() == 2 && W.size(1) == width, "sequential: weights[", msg::num(l), "] must have "
+    same(W, "weights[" + msg::num(l) + "]");
+    TORCH_CHECK_VALUE(W.dim() == 2 && W.size(1) == width, "sequential: weights[", msg::num(l), "] must have "
                 "shape (m, ", msg::num(width), "), got ", msg::shape(W.sizes()));
     layer.W = W.contiguous();
     layer.m = W.size(0);
     layer.n = W.size(1);
     const std::optional<at::Tensor> b = biases.get(l);
     if (b.has_value() && b->defined()) {
-      same(*b, "biases");
-      TORCH_CHECK(b->dim() == 1 && b->size(0) == layer.m, "sequential: biases[", msg::num(l),
+      same(*b, "biases[" + msg::num(l) + "]");
+      TORCH_CHECK_VALUE(b->dim() == 1 && b->size(0) == layer.m, "sequential: biases[", msg::num(l),
                   "] must have shape (", msg::num(layer.m), ",), got ", msg::shape(b->sizes()));
       layer.b = b->contiguous();
     }
     const int64_t count = act_counts[l];
-    TORCH_CHECK(count >= 0 && count <= kMaxActivations, "sequential: act_counts[", msg::num(l),
+    TORCH_CHECK_VALUE(count >= 0 && count <= kMaxActivations, "sequential: act_counts[", msg::num(l),
                 "] must be in [0, ", msg::num(kMaxActivations), "], got ", msg::num(count));
-    TORCH_CHECK(code_pos + count <= static_cast<int64_t>(act_codes.size()),
+    TORCH_CHECK_VALUE(code_pos + count <= static_cast<int64_t>(act_codes.size()),
                 "sequential: act_counts add up to more than the ", msg::num(act_codes.size()), " act_codes");
     layer.act.count = static_cast<int>(count);
     for (int64_t k = 0; k < kMaxActivations; ++k) {
       const bool used = k < count;
       const int64_t code = used ? act_codes[code_pos + k] : 0;
-      TORCH_CHECK(!used || (code >= kFirstActivationCode && code <= kLastActivationCode),
-                  "sequential: unknown activation code ", msg::num(code));
+      TORCH_CHECK_VALUE(!used || (code >= kFirstActivationCode && code <= kLastActivationCode),
+                        "sequential: act_codes[", msg::num(code_pos + k), "] = ", msg::num(code),
+                        " is not an activation code in [", msg::num(kFirstActivationCode), ", ",
+                        msg::num(kLastActivationCode), "]");
       layer.act.code[k] = static_cast<int>(code);
       layer.act.arg0[k] = used ? act_args[2 * (code_pos + k)] : 0.0;
       layer.act.arg1[k] = used ? act_args[2 * (code_pos + k) + 1] : 0.0;
@@ -163,17 +165,20 @@ inline Problem make_problem(const at::Tensor& X, at::TensorList weights,
     width = layer.m;
     pb.layers.push_back(std::move(layer));
   }
-  TORCH_CHECK(code_pos == static_cast<int64_t>(act_codes.size()), "sequential: act_counts add up "
+  TORCH_CHECK_VALUE(code_pos == static_cast<int64_t>(act_codes.size()), "sequential: act_counts add up "
               "to ", msg::num(code_pos), " but ", msg::num(act_codes.size()), " act_codes were given");
   pb.n_params = offset;
   const int64_t N = X.size(0);
   same(target, "target");
   same(coef, "coef");
-  TORCH_CHECK(target.dim() == 2 && target.size(0) == N && target.size(1) == width,
+  TORCH_CHECK_VALUE(target.dim() == 2 && target.size(0) == N && target.size(1) == width,
               "sequential: target must have the output shape (", msg::num(N), ", ", msg::num(width), "), got ",
               msg::shape(target.sizes()));
-  TORCH_CHECK(coef.dim() == 1 && coef.size(0) == N, "sequential: coef must have shape (", msg::num(N),
+  TORCH_CHECK_VALUE(coef.dim() == 1 && coef.size(0) == N, "sequential: coef must have shape (", msg::num(N),
               ",), got ", msg::shape(coef.sizes()));
+  // The softmax of an empty row would read past it (logsumexp of nothing is -inf).
+  TORCH_CHECK_VALUE(pb.loss != kCrossEntropy || width >= 1, "sequential: cross_entropy needs "
+                    "at least one output class, but weights[", msg::num(L - 1), "] has 0 rows");
   pb.target = target.contiguous();
   pb.coef = coef.contiguous();
   return pb;
@@ -181,11 +186,11 @@ inline Problem make_problem(const at::Tensor& X, at::TensorList weights,
 
 // Validates a `layers` selection: strictly increasing indices into the chain.
 inline std::vector<int64_t> check_layers(const Problem& pb, at::IntArrayRef layers) {
-  TORCH_CHECK(!layers.empty(), "sequential: layers must select at least one layer");
+  TORCH_CHECK_VALUE(!layers.empty(), "sequential: layers must select at least one layer");
   for (size_t i = 0; i < layers.size(); ++i) {
-    TORCH_CHECK(layers[i] >= 0 && layers[i] < pb.L(), "sequential: layers[", msg::num(i), "] = ",
+    TORCH_CHECK_VALUE(layers[i] >= 0 && layers[i] < pb.L(), "sequential: layers[", msg::num(i), "] = ",
                 msg::num(layers[i]), " is not a layer index in [0, ", msg::num(pb.L()), ")");
-    TORCH_CHECK(i == 0 || layers[i] > layers[i - 1], "sequential: layers must be strictly "
+    TORCH_CHECK_VALUE(i == 0 || layers[i] > layers[i - 1], "sequential: layers must be strictly "
                 "increasing, got ", msg::shape(layers));
   }
   return layers.vec();
@@ -325,15 +330,15 @@ std::vector<at::Tensor> forward_state(const Problem& pb) {
 inline void check_forward_state(const Problem& pb, at::TensorList state) {
   const int64_t N = pb.N(), L = pb.L(), C = pb.target.size(1);
   const auto n = static_cast<int64_t>(state.size());
-  TORCH_CHECK(n == forward_state_size(pb) || (pb.kind == Kind::GGN && n == 4 * L + 1),
+  TORCH_CHECK_VALUE(n == forward_state_size(pb) || (pb.kind == Kind::GGN && n == 4 * L + 1),
               "sequential_matmat: state must hold ", msg::num(forward_state_size(pb)),
               " tensors (sequential_forward of the same chain and kind), got ", msg::num(n));
   auto expect = [&](int64_t i, int64_t rows, int64_t cols) {
     const at::Tensor& t = state[i];
-    TORCH_CHECK(t.defined() && t.dim() == 2 && t.size(0) == rows && t.size(1) == cols,
+    TORCH_CHECK_VALUE(t.defined() && t.dim() == 2 && t.size(0) == rows && t.size(1) == cols,
                 "sequential_matmat: state[", msg::num(i), "] must have shape (", msg::num(rows),
                 ", ", msg::num(cols), "), got ", t.defined() ? msg::shape(t.sizes()) : "undefined");
-    TORCH_CHECK(t.scalar_type() == pb.X.scalar_type() && t.device() == pb.X.device(),
+    TORCH_CHECK_VALUE(t.scalar_type() == pb.X.scalar_type() && t.device() == pb.X.device(),
                 "sequential_matmat: state[", msg::num(i), "] must have the dtype and device of X");
   };
   for (int64_t l = 0; l < L; ++l) {
@@ -354,9 +359,9 @@ inline void check_forward_state(const Problem& pb, at::TensorList state) {
 template <class K>
 at::Tensor matmat(const Problem& pb, const at::Tensor& V_arg,
                   const std::optional<at::TensorList>& state_arg) {
-  TORCH_CHECK(V_arg.dim() == 2 && V_arg.size(0) == pb.n_params, "sequential_matmat: V must have "
+  TORCH_CHECK_VALUE(V_arg.dim() == 2 && V_arg.size(0) == pb.n_params, "sequential_matmat: V must have "
               "shape (", msg::num(pb.n_params), ", k), got ", msg::shape(V_arg.sizes()));
-  TORCH_CHECK(V_arg.scalar_type() == pb.X.scalar_type() && V_arg.device() == pb.X.device(),
+  TORCH_CHECK_VALUE(V_arg.scalar_type() == pb.X.scalar_type() && V_arg.device() == pb.X.device(),
               "sequential_matmat: V must have the dtype and device of X");
   if (state_arg) check_forward_state(pb, *state_arg);
   const at::Tensor V = V_arg.contiguous();

@@ -12,7 +12,8 @@ C++/CUDA kernels for the hot paths and a pure-PyTorch reference for each.
     torch.Size([5])
 """
 from hesskit._version import __version__
-from hesskit._native import native_available
+from hesskit import ops
+from hesskit.ops import native_available
 
 # --- objective and operators ---
 from hesskit.objective import Objective
@@ -46,5 +47,5 @@ __all__ = [
     "layerwise_spectra", "spectrum_distance", "loss_landscape", "alignment",
     # subpackages
     "data", "models", "distributed", "optim", "regularizers",
-    "hooks", "analysis", "plotting",
+    "hooks", "analysis", "plotting", "ops",
 ]

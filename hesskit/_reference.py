@@ -2,7 +2,8 @@
 
 Every function here computes exactly what the kernel of the same name in
 ``csrc/`` computes, written for clarity rather than speed. Inputs are assumed
-valid: the public wrappers in :mod:`hesskit._native` check them first.
+valid: the arguments are checked once, in the C++ ops (:mod:`hesskit.ops` routes
+here only when ``hesskit._C`` has no kernel for the inputs' device).
 """
 from __future__ import annotations
 

@@ -22,11 +22,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from hesskit import _native
+from hesskit import ops
 from hesskit.engines import ENGINES
 from hesskit.engines.output_hessian import output_hessian_matmat
 from hesskit.objective import Objective
-from hesskit.operators import GGNOperator, HessianOperator
+from hesskit.operators import GGNOperator, HessianOperator, check_finite, check_matrix_bytes
 
 __all__ = ["layer_blocks", "last_layer_hessian", "parameterized_modules"]
 
@@ -42,7 +42,8 @@ def parameterized_modules(obj: Objective) -> dict[str, list[str]]:
     return groups
 
 
-def layer_blocks(obj: Objective, kind: str = "hessian", engine: str = "auto") -> dict[str, Tensor]:
+def layer_blocks(obj: Objective, kind: str = "hessian", engine: str = "auto",
+                 max_bytes: int | None = None) -> dict[str, Tensor]:
     """The exact diagonal block of every parameterized module.
 
     Args:
@@ -50,6 +51,9 @@ def layer_blocks(obj: Objective, kind: str = "hessian", engine: str = "auto") ->
         kind: ``"hessian"`` or ``"ggn"``.
         engine: engine of the products (``"auto"`` uses the native sequential engine
             when it supports the model: all Linear blocks in one pass).
+        max_bytes: refuse (``ValueError``, before computing anything) when the blocks
+            together would need more bytes; default
+            :data:`~hesskit.operators.DEFAULT_MAX_BYTES` (4 GiB), as ``dense()``.
 
     Returns:
         ``{module_name: block}`` where ``block`` is square over the module's own
@@ -67,13 +71,20 @@ def layer_blocks(obj: Objective, kind: str = "hessian", engine: str = "auto") ->
     """
     if kind not in _KINDS:
         raise ValueError(f"kind: expected one of {sorted(_KINDS)}, got {kind!r}")
+    groups = parameterized_modules(obj)
+    sizes = {name: p.numel() for name, p in zip(obj.param_names, obj.params)}
+    check_matrix_bytes("layer_blocks()", [sum(sizes[n] for n in names)
+                                          for names in groups.values()], obj.dtype, max_bytes)
     native = ENGINES.get("native")
     if engine in ("auto", "native") and native is not None \
             and native.unsupported_reason(obj) is None:
-        blocks = native(obj).layer_blocks(kind)
-        return {name: obj.all_reduce(block) for name, block in blocks.items()}
-    return {module: _KINDS[kind](obj.restricted(names), engine=engine).dense()
-            for module, names in parameterized_modules(obj).items()}
+        blocks = {name: obj.all_reduce(block)
+                  for name, block in native(obj).layer_blocks(kind).items()}
+        for name, block in blocks.items():
+            check_finite(block, _row_names(obj, groups[name]), f"layer_blocks: block {name!r}")
+        return blocks
+    return {module: _KINDS[kind](obj.restricted(names), engine=engine).dense(max_bytes=max_bytes)
+            for module, names in groups.items()}
 
 
 def _last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
@@ -112,10 +123,22 @@ def last_layer_hessian(obj: Objective) -> Tensor:
     for chunk in obj.chunks():
         A, M = _layer_inputs_and_output_hessians(obj, layer, chunk)
         M = M * chunk.weight
-        part = _native.kron_block_with_bias(A, M) if layer.bias is not None \
-            else _native.kron_block(A, M)
+        part = ops.kron_block_with_bias(A, M) if layer.bias is not None \
+            else ops.kron_block(A, M)
         block = part if block is None else block + part
-    return obj.all_reduce(block)
+    block = obj.all_reduce(block)
+    prefix = f"{name}." if name else ""
+    names = [prefix + "weight"] + ([] if layer.bias is None else [prefix + "bias"])
+    sizes = [layer.weight.numel()] + ([] if layer.bias is None else [layer.bias.numel()])
+    check_finite(block, lambda row: names[int(row >= sizes[0])], "last_layer_hessian")
+    return block
+
+
+def _row_names(obj: Objective, names: list[str]):
+    """``row -> parameter name`` over the concatenation of ``names``' entries."""
+    slices = obj.slices()
+    ends = torch.tensor([slices[n].stop - slices[n].start for n in names]).cumsum(0)
+    return lambda row: names[int(torch.searchsorted(ends, row, right=True))]
 
 
 def _layer_inputs_and_output_hessians(obj: Objective, layer: nn.Linear, chunk) -> tuple[Tensor, Tensor]:

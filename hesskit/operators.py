@@ -26,10 +26,39 @@ from hesskit.engines import make_engine
 from hesskit.objective import Objective
 
 __all__ = ["CurvatureOperator", "HessianOperator", "GGNOperator",
-           "FunctionalHessianOperator", "DEFAULT_MAX_BYTES"]
+           "FunctionalHessianOperator", "DEFAULT_MAX_BYTES", "check_finite",
+           "check_matrix_bytes"]
 
 #: ``dense()`` refuses to allocate more than this unless ``max_bytes`` says otherwise.
 DEFAULT_MAX_BYTES = 4 * 2**30
+
+
+def check_finite(out: Tensor, name_of_row, what: str) -> None:
+    """Raise ``FloatingPointError`` when ``out`` (rows indexed by parameter entries: a
+    vector, a block of products or a matrix) has a non-finite entry, naming the
+    parameter of the first such row through ``name_of_row(row)``."""
+    if not all_finite(out):
+        bad = ~torch.isfinite(out)
+        if bad.ndim > 1:
+            bad = bad.flatten(1).any(dim=1)
+        row = int(bad.nonzero()[0])
+        raise FloatingPointError(f"{what} has non-finite entries, first in parameter "
+                                 f"{name_of_row(row)!r}")
+
+
+def check_matrix_bytes(what: str, sides: list[int], dtype: torch.dtype,
+                       max_bytes: int | None) -> None:
+    """Refuse (``ValueError``, before anything is allocated) square matrices of the
+    given sides that together need more than ``max_bytes`` (default
+    :data:`DEFAULT_MAX_BYTES`)."""
+    limit = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
+    need = sum(p * p for p in sides) * torch.empty((), dtype=dtype).element_size()
+    if need > limit:
+        shapes = " + ".join(f"{p}×{p}" for p in sides)
+        noun = "matrix needs" if len(sides) == 1 else "matrices need"
+        raise ValueError(f"{what}: the {shapes} {dtype} {noun} {_format_bytes(need)}, "
+                         f"more than max_bytes={_format_bytes(limit)}; raise max_bytes to "
+                         "allow it")
 
 
 def _format_bytes(n: float) -> str:
@@ -168,13 +197,8 @@ class CurvatureOperator:
             return self.matvec(other)
         return self.matmat(other)
 
-    def _check_finite(self, out: Tensor) -> None:
-        if not all_finite(out):
-            bad = ~torch.isfinite(out)
-            row = int(bad.any(dim=1).nonzero()[0])
-            raise FloatingPointError(
-                f"{type(self).__name__}: the product has non-finite entries, first in "
-                f"parameter {self.objective.name_of_index(row)!r}")
+    def _check_finite(self, out: Tensor, what: str = "the product") -> None:
+        check_finite(out, self.objective.name_of_index, f"{type(self).__name__}: {what}")
 
     # ------------------------------------------------------------ explicit forms
     def _columns(self, desc: str, progress: bool | None = None):
@@ -200,16 +224,12 @@ class CurvatureOperator:
                 (shown from 8 blocks on).
         """
         P = self.shape[0]
-        limit = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
-        need = P * P * torch.empty((), dtype=self.dtype).element_size()
-        if need > limit:
-            raise ValueError(f"dense(): the {P}×{P} {self.dtype} matrix needs "
-                             f"{_format_bytes(need)}, more than max_bytes="
-                             f"{_format_bytes(limit)}; raise max_bytes to allow it")
+        check_matrix_bytes("dense()", [P], self.dtype, max_bytes)
         native = getattr(self.engine, "dense", None)
         if native is not None:
             D = self.objective.all_reduce(native(self.kind))
             self.n_matvecs += P
+            self._check_finite(D, "the dense matrix")
             return D
         D = torch.empty(P, P, dtype=self.dtype, device=self.device)
         for start, block in self._columns("dense", progress):
@@ -221,7 +241,9 @@ class CurvatureOperator:
         own exact diagonal where it has one); ``progress`` as for :meth:`dense`."""
         native = getattr(self.engine, "diagonal", None)
         if native is not None:
-            return self.objective.all_reduce(native(self.kind))
+            diag = self.objective.all_reduce(native(self.kind))
+            self._check_finite(diag, "the diagonal")
+            return diag
         diag = torch.empty(self.shape[0], dtype=self.dtype, device=self.device)
         for start, block in self._columns("diagonal", progress):
             b = block.shape[1]

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hesskit.engines.module_hooks import hook_problem
 from hesskit.engines.output_hessian import closed_form_kind
 
 __all__ = ["ACTIVATION_CODES", "Activation", "LinearLayer", "Chain", "UnsupportedModelError",
@@ -97,7 +98,8 @@ class LinearLayer:
 
     @property
     def param_names(self) -> list[str]:
-        """Its parameters' names in ``model.named_parameters()``, weight then bias."""
+        """Its parameters' names in ``model.named_parameters()``, weight then bias (the
+        kernels' order; the model may register them in the other order)."""
         prefix = f"{self.name}." if self.name else ""
         names = [prefix + "weight"]
         if self.module.bias is not None:
@@ -159,6 +161,23 @@ def _describe(name: str, module: nn.Module) -> str:
     return f"module {name!r} ({type(module).__name__})"
 
 
+def _shared_parameter_problem(layers: list[LinearLayer]) -> str | None:
+    """Why the layers' parameters are not independent (one tensor in two places)."""
+    owner: dict[int, tuple[str, str]] = {}
+    for layer in layers:
+        for attr in ("weight", "bias"):
+            p = getattr(layer.module, attr)
+            if p is None:
+                continue
+            if id(p) in owner:
+                other, other_attr = owner[id(p)]
+                return (f"{_describe(layer.name, layer.module)} shares its parameter {attr!r} "
+                        f"with module {other!r} ({other_attr!r}); tied parameters are not "
+                        "supported by the native engine")
+            owner[id(p)] = (layer.name, attr)
+    return None
+
+
 def parse_chain(model: nn.Module, mode: str = "eval") -> Chain:
     """Read ``model`` as a chain of Linear layers and pointwise activations.
 
@@ -168,7 +187,10 @@ def parse_chain(model: nn.Module, mode: str = "eval") -> Chain:
     ``nn.ELU``, ``nn.Identity``, ``nn.Flatten`` (``start_dim=1, end_dim=-1``) and
     ``nn.Dropout`` (in eval mode, or with ``p=0``), holding at least one Linear
     layer; or a single ``nn.Linear``. Subclasses of these are not accepted (they may
-    compute something else).
+    compute something else), nor models with forward hooks or forward pre-hooks
+    (``torch.nn.utils.prune`` and ``weight_norm`` are pre-hooks), global ones included,
+    or with ``torch.nn.utils.parametrize`` parametrizations, nor Linear layers that
+    share a parameter (tied weights): the kernels would not follow them.
 
     Args:
         model: the network.
@@ -177,6 +199,9 @@ def parse_chain(model: nn.Module, mode: str = "eval") -> Chain:
     Raises:
         UnsupportedModelError: naming the first module that is not supported.
     """
+    problem = hook_problem(model)
+    if problem is not None:
+        raise UnsupportedModelError(problem)
     chain = Chain(prefix=[], layers=[])
     seen: set[int] = set()
     for name, module in _leaves(model, ""):
@@ -212,11 +237,18 @@ def parse_chain(model: nn.Module, mode: str = "eval") -> Chain:
     if not chain.layers:
         raise UnsupportedModelError(f"model ({type(model).__name__}) has no nn.Linear layer "
                                     "in a supported chain")
+    problem = _shared_parameter_problem(chain.layers)
+    if problem is not None:
+        raise UnsupportedModelError(problem)
     return chain
 
 
 def loss_problem(loss_fn: Callable) -> str | None:
     """``None`` when the kernels support ``loss_fn``, else why not."""
+    if isinstance(loss_fn, nn.Module):
+        problem = hook_problem(loss_fn, "loss_fn")
+        if problem is not None:
+            return problem  # (closed_form_kind is None then, with a vaguer reason)
     kind = closed_form_kind(loss_fn)
     if kind is None:
         return (f"loss_fn ({getattr(loss_fn, '__name__', type(loss_fn).__name__)}) is not "

@@ -42,13 +42,14 @@ Example:
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from hesskit import _native
+from hesskit import ops
 from hesskit.engines import register_engine
 from hesskit.engines.base import Engine
 from hesskit.engines.chain import (Chain, UnsupportedModelError, loss_problem, loss_terms,
                                    parse_chain)
+from hesskit.engines.module_hooks import hook_problem
 
 __all__ = ["NativeEngine"]
 
@@ -56,12 +57,16 @@ _KINDS = ("hessian", "ggn", "functional")
 
 
 def _layout(layers) -> dict[str, tuple[int, int]]:
-    """``{parameter name: (offset, size)}`` in the flat order ``[W_1, b_1, W_2, ...]``."""
+    """``{parameter name: (offset, size)}`` in the kernels' flat order ``[W_1, b_1, W_2,
+    ...]``, by name: a Linear layer may register its bias before its weight (after
+    ``prune.remove`` or ``remove_parametrizations``)."""
     layout, offset = {}, 0
     for layer in layers:
-        for name, p in zip(layer.param_names, layer.module.parameters(recurse=False)):
-            layout[name] = (offset, p.numel())
-            offset += p.numel()
+        sizes = [layer.module.weight.numel()] + ([] if layer.module.bias is None
+                                                 else [layer.module.bias.numel()])
+        for name, size in zip(layer.param_names, sizes):
+            layout[name] = (offset, size)
+            offset += size
     return layout
 
 
@@ -89,8 +94,8 @@ class NativeEngine(Engine):
     # ------------------------------------------------------------------ set-up
     @classmethod
     def unsupported_reason(cls, objective) -> str | None:
-        if not _native.native_available():
-            return f"the compiled extension hesskit._C is not loaded ({_native.load_error()})"
+        if not ops.native_available():
+            return f"the compiled extension hesskit._C is not loaded ({ops.load_error()})"
         try:
             cls._analyse(objective)
         except UnsupportedModelError as exc:
@@ -118,6 +123,11 @@ class NativeEngine(Engine):
                         f"({objective.dtype} on {objective.device})")
         start = min(owner[name] for name in objective.param_names)
         chunk = next(iter(objective.chunks()))
+        for what, value in (("inputs", chunk.inputs), ("targets", chunk.targets)):
+            if not isinstance(value, torch.Tensor):
+                raise UnsupportedModelError(f"data: the batches' {what} are "
+                                            f"{type(value).__name__}; the native engine needs "
+                                            "(inputs, targets) pairs of tensors")
         first = chain.layers[0]
         x = chain.run_prefix(chunk.inputs)
         if x.ndim != 2 or x.shape[1] != first.module.in_features:
@@ -168,8 +178,14 @@ class NativeEngine(Engine):
     # --------------------------------------------------------------- per chunk
     def _kernel_args(self, chunk):
         """``(x, static args, loss, T, c)`` of one chunk for the ``sequential_*`` ops:
-        ``x`` is the input of layer ``start``."""
+        ``x`` is the input of layer ``start``. Hooks added to the model or the loss
+        since the engine was chosen are refused here (the kernels would skip them)."""
         obj = self.objective
+        problem = hook_problem(obj.model) or (hook_problem(obj.loss_fn, "loss_fn")
+                                               if isinstance(obj.loss_fn, nn.Module) else None)
+        if problem is not None:
+            raise ValueError(f"model: {problem}; it was added after the native engine was "
+                             "chosen (build the operator again to get an engine that follows it)")
         x = self.chain.run_prefix(chunk.inputs, self.start)
         layer = self.chain.layers[self.start]
         if x.ndim != 2 or x.shape[1] != layer.module.in_features:
@@ -248,7 +264,7 @@ class NativeEngine(Engine):
         out = None
         for s in self._sample_slices(x.shape[0], per_sample):
             state = self._forward_state(kind, chunk.index, s, x[s], static, loss, T[s], c[s])
-            part = _native.sequential_matmat(x[s], *static, loss, T[s], c[s], full, kind, state)
+            part = ops.sequential_matmat(x[s], *static, loss, T[s], c[s], full, kind, state)
             out = part if out is None else out.add_(part)
         return out if self._rows is None else out.index_select(0, self._rows)
 
@@ -273,8 +289,7 @@ class NativeEngine(Engine):
         if entry is not None and (entry.residual or not residual) and entry.matches(x, T, c):
             return entry.state
         self._states.pop(key, None)
-        state = _native.sequential_forward(x, *static, loss, T, c,
-                                           "hessian" if residual else "ggn")
+        state = ops.sequential_forward(x, *static, loss, T, c, "hessian" if residual else "ggn")
         entry = _CachedState(state, residual, T.clone(), c.clone())
         used = sum(e.nbytes for e in self._states.values())
         if used + entry.nbytes <= self.max_state_bytes:
@@ -306,21 +321,22 @@ class NativeEngine(Engine):
         _check_kind(kind)
         layers = [self.chain.layers[self.start + i] for i in self._layers]
         blocks: dict[str, Tensor] = {}
-        for weight, (inputs, hessians) in self._calls(_native.sequential_hbp,
+        for weight, (inputs, hessians) in self._calls(ops.sequential_hbp,
                                                       self._hbp_per_sample(), self._layers, kind):
             for layer, A, M in zip(layers, inputs, hessians):
-                block = (_native.kron_block(A, M) if layer.module.bias is None
-                         else _native.kron_block_with_bias(A, M))
+                block = (ops.kron_block(A, M) if layer.module.bias is None
+                         else ops.kron_block_with_bias(A, M))
                 if layer.name in blocks:
                     blocks[layer.name].add_(block, alpha=weight)
                 else:
                     blocks[layer.name] = block.mul_(weight)
-        selected = set(self.objective.param_names)
+        selected = self.objective.param_names  # flattening order
         for layer in layers:
-            names = [n for n in layer.param_names if n in selected]
+            layout = _layout([layer])
+            names = [n for n in selected if n in layout]
             if names != layer.param_names:
-                rows = torch.cat([torch.arange(a, a + size) for n, (a, size) in
-                                  _layout([layer]).items() if n in selected]).to(self.objective.device)
+                rows = torch.cat([torch.arange(layout[n][0], layout[n][0] + layout[n][1])
+                                  for n in names]).to(self.objective.device)
                 blocks[layer.name] = blocks[layer.name][rows][:, rows]
         return blocks
 
@@ -332,7 +348,7 @@ class NativeEngine(Engine):
         layers = [self.chain.layers[self.start + i] for i in self._layers]
         diag = torch.zeros(self._used_size, dtype=self.objective.dtype,
                            device=self.objective.device)
-        for weight, (inputs, hessians) in self._calls(_native.sequential_hbp,
+        for weight, (inputs, hessians) in self._calls(ops.sequential_hbp,
                                                       self._hbp_per_sample(), self._layers, kind):
             offset = 0
             for layer, A, M in zip(layers, inputs, hessians):
@@ -355,7 +371,7 @@ class NativeEngine(Engine):
         widths = self._widths()
         per_sample = self._hbp_per_sample() + 6 * (max(widths) + 1) ** 2
         H = None
-        for weight, part in self._calls(_native.sequential_dense, per_sample, self._layers, kind):
+        for weight, part in self._calls(ops.sequential_dense, per_sample, self._layers, kind):
             H = part.mul_(weight) if H is None else H.add_(part, alpha=weight)
         if self._used_rows is None:
             return H

@@ -12,7 +12,7 @@ output-space tangents. Cross-entropy and MSE use their closed forms:
   label smoothing), divided by the number of counted positions for ``mean``;
 * MSE: :math:`2I`, divided by the number of elements for ``mean``.
 
-Any other loss goes through ``torch.func`` (an exact Hessian-vector product of
+Any other loss, and a loss module with forward hooks, goes through ``torch.func`` (an exact Hessian-vector product of
 ``loss_fn(·, targets)`` at the outputs).
 """
 from __future__ import annotations
@@ -23,11 +23,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hesskit.engines.module_hooks import hook_problem
+
 __all__ = ["output_hessian_matmat", "closed_form_kind"]
 
 
 def closed_form_kind(loss_fn: Callable) -> str | None:
-    """``"ce"``/``"mse"`` when ``loss_fn``'s output Hessian has a closed form here."""
+    """``"ce"``/``"mse"`` when ``loss_fn``'s output Hessian has a closed form here: a
+    loss module with hooks (:func:`~hesskit.engines.module_hooks.hook_problem`) has
+    none, it goes through ``torch.func``, which calls it."""
+    if isinstance(loss_fn, nn.Module) and hook_problem(loss_fn, "loss_fn") is not None:
+        return None
     if isinstance(loss_fn, nn.CrossEntropyLoss) and loss_fn.weight is None:
         return "ce"
     if isinstance(loss_fn, nn.MSELoss):

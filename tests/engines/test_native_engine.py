@@ -11,13 +11,13 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from torch import nn
 
 import hesskit as hk
-from hesskit import _native
+from hesskit import ops
 from hesskit.engines import ENGINES, make_engine
 from hesskit.engines.chain import UnsupportedModelError, parse_chain
 from hesskit.engines.native import NativeEngine
 from helpers import explicit_ggn, explicit_hessian
 
-pytestmark = pytest.mark.skipif(not _native.native_available(),
+pytestmark = pytest.mark.skipif(not ops.native_available(),
                                 reason="hesskit._C is not built")
 
 ACTIVATIONS = [nn.ReLU, lambda: nn.LeakyReLU(0.2), nn.Tanh, nn.Sigmoid, nn.GELU,
@@ -326,13 +326,13 @@ def test_modules_left_in_train_mode_do_not_drop_out():
 
 def _count_forward_passes(monkeypatch):
     calls = []
-    original = _native.sequential_forward
+    original = ops.sequential_forward
 
     def counted(*args, **kwargs):
         calls.append(args[-1])
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(_native, "sequential_forward", counted)
+    monkeypatch.setattr(ops, "sequential_forward", counted)
     return calls
 
 

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 import hesskit
-from hesskit import _native
+from hesskit import ops
 
 requires_native = pytest.mark.skipif(
-    not _native.native_available(), reason=f"hesskit._C is not loaded ({_native.load_error()})"
+    not ops.native_available(), reason=f"hesskit._C is not loaded ({ops.load_error()})"
 )
 
 PACKAGE_DIR = pathlib.Path(hesskit.__file__).parent
@@ -19,17 +19,17 @@ def test_a_built_extension_loads():
     built = sorted(PACKAGE_DIR.glob("_C.*"))
     if not built:
         pytest.skip("hesskit._C was not built")
-    assert _native.native_available(), f"{built[0].name} exists but: {_native.load_error()}"
+    assert ops.native_available(), f"{built[0].name} exists but: {ops.load_error()}"
 
 
 def test_native_available_and_load_error_agree():
-    assert _native.native_available() == (_native.load_error() is None)
-    assert hesskit.native_available is _native.native_available
+    assert ops.native_available() == (ops.load_error() is None)
+    assert hesskit.native_available is ops.native_available
 
 
 @requires_native
 def test_build_info_describes_this_build():
-    info = _native.build_info()
+    info = ops.build_info()
     assert set(info) == {"version", "torch_version", "cuda", "cuda_runtime_version", "openmp",
                          "num_threads", "compiler"}
     assert info["version"] == hesskit.__version__, "stale build: rebuild hesskit._C"
@@ -46,17 +46,17 @@ def test_build_info_reports_the_current_thread_count():
     old = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        assert _native.build_info()["num_threads"] == 1
+        assert ops.build_info()["num_threads"] == 1
     finally:
         torch.set_num_threads(old)
-    assert _native.build_info()["num_threads"] == old
+    assert ops.build_info()["num_threads"] == old
 
 
 def test_build_info_without_extension_raises(monkeypatch):
-    monkeypatch.setattr(_native, "_C", None)
-    monkeypatch.setattr(_native, "_LOAD_ERROR", "ImportError: test")
+    monkeypatch.setattr(ops, "_C", None)
+    monkeypatch.setattr(ops, "_LOAD_ERROR", "ImportError: test")
     with pytest.raises(RuntimeError, match="hesskit._C is not loaded: ImportError: test"):
-        _native.build_info()
+        ops.build_info()
 
 
 @requires_native

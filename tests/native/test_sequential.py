@@ -4,9 +4,9 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from hesskit import _native, _reference
+from hesskit import _reference, ops
 
-needs_native = pytest.mark.skipif(not _native.native_available(),
+needs_native = pytest.mark.skipif(not ops.native_available(),
                                   reason="hesskit._C is not built")
 
 KINDS = ("hessian", "ggn", "functional")
@@ -94,7 +94,7 @@ def test_matmat_matches_reference(spec, k, kind):
     args = build(spec)
     V = torch.randn(n_params(args), k, generator=torch.Generator().manual_seed(1),
                     dtype=torch.float64)
-    assert_rel(_native.sequential_matmat(*args, V, kind),
+    assert_rel(ops.sequential_matmat(*args, V, kind),
                _reference.sequential_matmat(*args, V, kind), 1e-10,
                cancelled(_reference.sequential_matmat, kind, *args, V))
 
@@ -107,7 +107,7 @@ def test_forward_state_matches_reference_and_gives_the_same_products(spec, k, ki
     state is bitwise the product that computes its own forward pass; a GGN product
     may use the longer state of a Hessian."""
     args = build(spec)
-    state = _native.sequential_forward(*args, kind)
+    state = ops.sequential_forward(*args, kind)
     ref = _reference.sequential_forward(*args, kind)
     assert len(state) == len(ref) == (2 if kind == "ggn" else 4) * len(args[1]) + 1
     for t, r in zip(state, ref):
@@ -115,11 +115,11 @@ def test_forward_state_matches_reference_and_gives_the_same_products(spec, k, ki
         assert_rel(t, r, 1e-12)
     V = torch.randn(n_params(args), k, generator=torch.Generator().manual_seed(4),
                     dtype=torch.float64)
-    assert torch.equal(_native.sequential_matmat(*args, V, kind, state),
-                       _native.sequential_matmat(*args, V, kind))
+    assert torch.equal(ops.sequential_matmat(*args, V, kind, state),
+                       ops.sequential_matmat(*args, V, kind))
     if kind == "hessian":
-        assert torch.equal(_native.sequential_matmat(*args, V, "ggn", state),
-                           _native.sequential_matmat(*args, V, "ggn"))
+        assert torch.equal(ops.sequential_matmat(*args, V, "ggn", state),
+                           ops.sequential_matmat(*args, V, "ggn"))
 
 
 @needs_native
@@ -129,7 +129,7 @@ def test_hbp_matches_reference(spec, kind, data):
     args = build(spec)
     L = len(spec["widths"]) - 1
     layers = sorted(data.draw(st.sets(st.integers(0, L - 1), min_size=1)))
-    inputs, hessians = _native.sequential_hbp(*args, layers, kind)
+    inputs, hessians = ops.sequential_hbp(*args, layers, kind)
     ref_inputs, ref_hessians = _reference.sequential_hbp(*args, layers, kind)
     assert len(hessians) == len(layers)
     for A, M, A_ref, M_ref in zip(inputs, hessians, ref_inputs, ref_hessians):
@@ -152,7 +152,7 @@ def test_activations_at_exactly_zero_follow_autograd(code, kind):
         args = (X, weights, [None, None], [code], [a0, a1], [1, 0], loss,
                 torch.tensor([[0.7, 0.1], [0.2, 0.4]], dtype=torch.float64),
                 torch.ones(2, dtype=torch.float64))
-        _, (M,) = _native.sequential_hbp(*args, [0], kind)
+        _, (M,) = ops.sequential_hbp(*args, [0], kind)
         _, (M_ref,) = _reference.sequential_hbp(*args, [0], kind)
         assert_rel(M, M_ref, 1e-12)
 
@@ -165,7 +165,7 @@ def test_dense_matches_reference(spec, kind, data):
     args = build(spec)
     L = len(spec["widths"]) - 1
     layers = sorted(data.draw(st.sets(st.integers(0, L - 1), min_size=1)))
-    H = _native.sequential_dense(*args, layers, kind)
+    H = ops.sequential_dense(*args, layers, kind)
     assert_rel(H, _reference.sequential_dense(*args, layers, kind), 1e-10,
                cancelled(_reference.sequential_dense, kind, *args, layers))
     assert torch.equal(H, H.T)
@@ -178,13 +178,13 @@ def test_dense_agrees_with_matmat_and_blocks(spec, kind):
     """Three kernels, one matrix: dense @ V = matmat(V); diagonal blocks = kron_block(M)."""
     args = build(spec)
     L = len(spec["widths"]) - 1
-    H = _native.sequential_dense(*args, list(range(L)), kind)
+    H = ops.sequential_dense(*args, list(range(L)), kind)
     V = torch.randn(H.shape[0], 3, generator=torch.Generator().manual_seed(2), dtype=H.dtype)
-    assert_rel(_native.sequential_matmat(*args, V, kind), H @ V, 1e-10)
-    inputs, hessians = _native.sequential_hbp(*args, list(range(L)), kind)
+    assert_rel(ops.sequential_matmat(*args, V, kind), H @ V, 1e-10)
+    inputs, hessians = ops.sequential_hbp(*args, list(range(L)), kind)
     start = 0
     for A, M, b in zip(inputs, hessians, args[2]):
-        block = _native.kron_block(A, M) if b is None else _native.kron_block_with_bias(A, M)
+        block = ops.kron_block(A, M) if b is None else ops.kron_block_with_bias(A, M)
         size = block.shape[0]
         assert_rel(block, H[start:start + size, start:start + size], 1e-10)
         start += size
@@ -199,9 +199,9 @@ def test_float32_matches_float64_reference(device, spec, kind):
     L = len(spec["widths"]) - 1
     V = torch.randn(n_params(args), 4, generator=torch.Generator().manual_seed(3))
     ref_args = as64(args)
-    assert_rel(_native.sequential_matmat(*args, V.to(device), kind),
+    assert_rel(ops.sequential_matmat(*args, V.to(device), kind),
                _reference.sequential_matmat(*ref_args, V.double(), kind), 1e-5)
-    _, hessians = _native.sequential_hbp(*args, [L - 1], kind)
+    _, hessians = ops.sequential_hbp(*args, [L - 1], kind)
     _, ref_hessians = _reference.sequential_hbp(*ref_args, [L - 1], kind)
     assert_rel(hessians[0], ref_hessians[0], 1e-5)
 
@@ -233,49 +233,66 @@ def test_cuda_matches_cpu(kind):
                 codes=[6, 9, 7, 4], args=[0.0] * 8, n=70)
     cpu, gpu = build(spec), build(spec, device="cuda")
     V = torch.randn(n_params(cpu), 5, dtype=torch.float64)
-    assert_rel(_native.sequential_matmat(*gpu, V.cuda(), kind),
-               _native.sequential_matmat(*cpu, V, kind), 1e-12)
-    assert_rel(_native.sequential_dense(*gpu, [0, 2], kind),
-               _native.sequential_dense(*cpu, [0, 2], kind), 1e-12)
-    for M_gpu, M_cpu in zip(_native.sequential_hbp(*gpu, [0, 1, 2], kind)[1],
-                            _native.sequential_hbp(*cpu, [0, 1, 2], kind)[1]):
+    assert_rel(ops.sequential_matmat(*gpu, V.cuda(), kind),
+               ops.sequential_matmat(*cpu, V, kind), 1e-12)
+    assert_rel(ops.sequential_dense(*gpu, [0, 2], kind),
+               ops.sequential_dense(*cpu, [0, 2], kind), 1e-12)
+    for M_gpu, M_cpu in zip(ops.sequential_hbp(*gpu, [0, 1, 2], kind)[1],
+                            ops.sequential_hbp(*cpu, [0, 1, 2], kind)[1]):
         assert_rel(M_gpu, M_cpu, 1e-12)
 
 
 def test_empty_tangent_block():
     args = build(SPEC)
-    out = _native.sequential_matmat(*args, torch.empty(n_params(args), 0, dtype=torch.float64),
+    out = ops.sequential_matmat(*args, torch.empty(n_params(args), 0, dtype=torch.float64),
                                     "hessian")
     assert out.shape == (n_params(args), 0)
 
 
-@pytest.mark.parametrize("change, error, name", [
-    (lambda a: (a[0].float(), *a[1:]), TypeError, "weights\\[0\\]"),
-    (lambda a: (a[0][:, :3], *a[1:]), ValueError, "weights\\[0\\]"),
-    (lambda a: (*a[:2], a[2][:1], *a[3:]), ValueError, "biases"),
-    (lambda a: (*a[:3], [3, 99, 5], *a[4:]), ValueError, "act_codes"),
-    (lambda a: (*a[:4], a[4][:-1], *a[5:]), ValueError, "act_args"),
-    (lambda a: (*a[:5], [1, 1], *a[6:]), ValueError, "act_codes"),
-    (lambda a: (*a[:6], "hinge", *a[7:]), ValueError, "loss"),
-    (lambda a: (*a[:7], a[7][:, :2], a[8]), ValueError, "target"),
-    (lambda a: (*a[:8], a[8].float()), TypeError, "coef"),
+# Checked once, in C++ (csrc/sequential.h), for the wrappers and direct op calls alike.
+@needs_native
+@pytest.mark.parametrize("call", ["wrapper", "torch.ops"])
+@pytest.mark.parametrize("change, error, match", [
+    (lambda a: (a[0].float(), *a[1:]), TypeError,
+     r"weights\[0\] must have the dtype of X \(Float\), got Double"),
+    (lambda a: (a[0][:, :3], *a[1:]), ValueError,
+     r"weights\[0\] must have shape \(m, 3\), got \[4, 5\]"),
+    (lambda a: (*a[:2], a[2][:1], *a[3:]), ValueError,
+     r"biases must have one entry \(a tensor or None\) per weight, got 1 for 2 weights"),
+    (lambda a: (*a[:3], [3, 99, 5], *a[4:]), ValueError,
+     r"act_codes\[1\] = 99 is not an activation code in \[1, 9\]"),
+    (lambda a: (*a[:4], a[4][:-1], *a[5:]), ValueError,
+     r"act_args must hold two numbers per activation code, got 5 for 3 codes"),
+    (lambda a: (*a[:5], [1, 1], *a[6:]), ValueError, r"act_counts add up to 2 but 3 act_codes"),
+    (lambda a: (*a[:6], "hinge", *a[7:]), ValueError,
+     r"loss must be 'cross_entropy' or 'mse', got 'hinge'"),
+    (lambda a: (*a[:7], a[7][:, :2], a[8]), ValueError,
+     r"target must have the output shape \(7, 3\), got \[7, 2\]"),
+    (lambda a: (*a[:8], a[8].float()), TypeError,
+     r"coef must have the dtype of X \(Double\), got Float"),
 ])
-def test_wrapper_errors_name_the_argument(change, error, name):
+def test_errors_name_the_argument(call, change, error, match):
     args = change(build(SPEC))
-    with pytest.raises(error, match=name):
-        _native.sequential_dense(*args, [0], "hessian")
+    op = ops.sequential_dense if call == "wrapper" else torch.ops.hesskit.sequential_dense
+    with pytest.raises(error, match=match):
+        op(*args, [0], "hessian")
 
 
-def test_wrapper_errors_layers_kind_and_V():
+@needs_native
+def test_errors_layers_kind_and_V():
     args = build(SPEC)
-    with pytest.raises(ValueError, match="layers"):
-        _native.sequential_hbp(*args, [1, 0], "hessian")
-    with pytest.raises(ValueError, match="layers"):
-        _native.sequential_dense(*args, [2], "hessian")
-    with pytest.raises(ValueError, match="kind"):
-        _native.sequential_hbp(*args, [0], "fisher")
-    with pytest.raises(ValueError, match="V"):
-        _native.sequential_matmat(*args, torch.zeros(3, 2, dtype=torch.float64), "ggn")
+    with pytest.raises(ValueError, match=r"layers must be strictly increasing, got \[1, 0\]"):
+        ops.sequential_hbp(*args, [1, 0], "hessian")
+    with pytest.raises(ValueError, match=r"layers\[0\] = 2 is not a layer index in \[0, 2\)"):
+        ops.sequential_dense(*args, [2], "hessian")
+    with pytest.raises(ValueError, match="kind must be 'hessian', 'ggn' or 'functional', got "
+                                         "'fisher'"):
+        ops.sequential_hbp(*args, [0], "fisher")
+    with pytest.raises(ValueError, match=rf"V must have shape \({n_params(args)}, k\), got "
+                                         r"\[3, 2\]"):
+        ops.sequential_matmat(*args, torch.zeros(3, 2, dtype=torch.float64), "ggn")
+    with pytest.raises(TypeError, match="X: expected a torch.Tensor, got ndarray"):
+        ops.sequential_forward(args[0].numpy(), *args[1:], "ggn")
 
 
 @needs_native
@@ -283,30 +300,16 @@ def test_forward_state_is_checked():
     """A state of the wrong length, shape, dtype or kind is refused, naming the entry."""
     args = build(SPEC)
     V = torch.zeros(n_params(args), 1, dtype=torch.float64)
-    ggn = _native.sequential_forward(*args, "ggn")
-    hessian = _native.sequential_forward(*args, "hessian")
-    with pytest.raises(RuntimeError, match="state must hold 9 tensors"):
-        _native.sequential_matmat(*args, V, "hessian", ggn)   # no residual tensors
-    with pytest.raises(RuntimeError, match=r"state\[1\] must have shape \(4, 7\), got \[6, 7\]"):
-        _native.sequential_matmat(*args, V, "ggn", [ggn[0], ggn[0], *ggn[2:]])
-    with pytest.raises(RuntimeError, match=r"state\[4\] must have the dtype"):
-        _native.sequential_matmat(*args, V, "ggn", [*ggn[:4], ggn[4].float()])
-    with pytest.raises(TypeError, match="state"):
-        _native.sequential_matmat(*args, V, "ggn", hessian[0])
-
-
-@needs_native
-def test_kernel_checks_raise_runtime_errors():
-    """The C++ checks guard direct torch.ops calls too."""
-    args = build(SPEC)
-    with pytest.raises(RuntimeError, match="kind must be"):
-        torch.ops.hesskit.sequential_dense(*args, [0], "fisher")
-    with pytest.raises(RuntimeError, match="strictly increasing"):
-        torch.ops.hesskit.sequential_hbp(*args, [1, 1], "ggn")
-    with pytest.raises(RuntimeError, match="unknown activation code"):
-        torch.ops.hesskit.sequential_matmat(*args[:3], [3, 0, 5], *args[4:],
-                                            torch.zeros(n_params(args), 1, dtype=torch.float64),
-                                            "hessian")
+    ggn = ops.sequential_forward(*args, "ggn")
+    hessian = ops.sequential_forward(*args, "hessian")
+    with pytest.raises(ValueError, match="state must hold 9 tensors"):
+        ops.sequential_matmat(*args, V, "hessian", ggn)   # no residual tensors
+    with pytest.raises(ValueError, match=r"state\[1\] must have shape \(4, 7\), got \[6, 7\]"):
+        ops.sequential_matmat(*args, V, "ggn", [ggn[0], ggn[0], *ggn[2:]])
+    with pytest.raises(ValueError, match=r"state\[4\] must have the dtype"):
+        ops.sequential_matmat(*args, V, "ggn", [*ggn[:4], ggn[4].float()])
+    with pytest.raises(RuntimeError, match="argument 'state'"):  # the op's schema
+        ops.sequential_matmat(*args, V, "ggn", hessian[0])
 
 
 def test_wrappers_on_both_paths(path):
@@ -315,14 +318,14 @@ def test_wrappers_on_both_paths(path):
     args = build(SPEC)
     V = torch.randn(n_params(args), 3, generator=torch.Generator().manual_seed(5),
                     dtype=torch.float64)
-    H = _native.sequential_dense(*args, [0, 1], "hessian")
+    H = ops.sequential_dense(*args, [0, 1], "hessian")
     assert_rel(H, _reference.sequential_dense(*args, [0, 1], "hessian"), 1e-10)
-    assert_rel(_native.sequential_matmat(*args, V, "hessian"), H @ V, 1e-10)
-    state = _native.sequential_forward(*args, "hessian")
+    assert_rel(ops.sequential_matmat(*args, V, "hessian"), H @ V, 1e-10)
+    state = ops.sequential_forward(*args, "hessian")
     for t, r in zip(state, _reference.sequential_forward(*args, "hessian")):
         assert_rel(t, r, 1e-12)
-    assert_rel(_native.sequential_matmat(*args, V, "hessian", state), H @ V, 1e-10)
-    inputs, hessians = _native.sequential_hbp(*args, [1], "ggn")
+    assert_rel(ops.sequential_matmat(*args, V, "hessian", state), H @ V, 1e-10)
+    inputs, hessians = ops.sequential_hbp(*args, [1], "ggn")
     ref_inputs, ref_hessians = _reference.sequential_hbp(*args, [1], "ggn")
     assert_rel(inputs[0], ref_inputs[0], 1e-12)
     assert_rel(hessians[0], ref_hessians[0], 1e-10)
@@ -338,7 +341,7 @@ def test_tanh_derivatives_keep_relative_precision_when_saturated(dtype, tol):
     x = torch.tensor([-30.0, -9.0, -1.0, -1e-6, 0.0, 1e-6, 0.3, 4.0, 9.0, 30.0], dtype=torch.float64)
     args = (x[:, None].to(dtype), [torch.ones(1, 1, dtype=dtype)], [None], [3], [0.0, 0.0], [1],
             "mse", torch.zeros(x.numel(), 1, dtype=dtype), torch.ones(x.numel(), dtype=dtype))
-    _, (M,) = _native.sequential_hbp(*args, [0], "hessian")
+    _, (M,) = ops.sequential_hbp(*args, [0], "hessian")
     sech2 = 1 / torch.cosh(x) ** 2
     expected = sech2 ** 2 - 2 * torch.tanh(x) ** 2 * sech2
     rel = ((M.flatten().double() - expected).abs() / expected.abs().clamp_min(1e-300))

@@ -1,15 +1,18 @@
-"""Loader for the compiled extension ``hesskit._C`` and typed wrappers of its ops.
+"""``hk.ops``: the compiled extension ``hesskit._C``, loaded, and one wrapper per op.
 
 ``hesskit._C`` registers the ``torch.ops.hesskit.*`` operators (``TORCH_LIBRARY``)
 and a small pybind11 module with build information. When it is missing or fails
 to load, every op falls back to its pure-PyTorch twin in :mod:`hesskit._reference`
 and a single warning says why; :func:`native_available` then returns ``False``.
 
-The wrappers here validate their arguments (``TypeError``/``ValueError`` naming
-the argument) and pick the native kernel when one exists for the inputs' device,
-else the reference. For the native ops this module also registers the fake
-(meta) implementation used by ``torch.compile``/``opcheck`` and the autograd
-formula, so both paths are differentiable.
+One thin wrapper per op, in the shape of ``pytorch/extension-cpp``: it picks the
+native kernel when ``hesskit._C`` has one for the inputs' device, else the
+reference. The arguments are checked once, in C++ (``csrc/kron_block.h``,
+``csrc/sequential.h``; ``TypeError``/``ValueError`` naming the argument, for direct
+``torch.ops.hesskit.*`` calls too); the reference path assumes valid arguments.
+Beside each op: its fake (meta) implementation for ``torch.compile``/``opcheck``
+and its autograd registration (``kron_block``: the formula; the ``sequential_*``
+ops, which have none: outputs marked non-differentiable, so a gradient raises).
 """
 from __future__ import annotations
 
@@ -79,6 +82,16 @@ _NATIVE_DEVICE_TYPES = () if _C is None else ("cpu", "cuda") if _C.build_info()[
 _warned_fallback: set[str] = set()
 
 
+def _device_of(**tensors: object) -> torch.device:
+    """The device of the first of ``tensors``, after the one check made in Python: each
+    is a tensor (``TypeError`` naming it, where the op's schema would raise a
+    ``RuntimeError``). Everything else is checked once, in C++."""
+    for name, t in tensors.items():
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+    return next(iter(tensors.values())).device
+
+
 def _native_kernel_for(device: torch.device) -> bool:
     """Whether ``hesskit._C`` has kernels for ``device`` (warns once when it has not)."""
     if _C is None:
@@ -97,25 +110,6 @@ def _native_kernel_for(device: torch.device) -> bool:
 
 
 # --- kron_block -----------------------------------------------------------------
-
-
-def _check_kron_block_args(A: object, M: object) -> None:
-    for name, t in (("A", A), ("M", M)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
-    if A.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"A: expected dtype float32 or float64, got {A.dtype}")
-    if M.dtype != A.dtype:
-        raise TypeError(f"M: expected the dtype of A ({A.dtype}), got {M.dtype}")
-    if M.device != A.device:
-        raise ValueError(f"M: expected the device of A ({A.device}), got {M.device}")
-    if A.dim() != 2:
-        raise ValueError(f"A: expected a 2-D tensor (N, n), got shape {tuple(A.shape)}")
-    if M.dim() != 3 or M.shape[1] != M.shape[2]:
-        raise ValueError(f"M: expected a 3-D tensor (N, m, m) of square matrices, "
-                         f"got shape {tuple(M.shape)}")
-    if M.shape[0] != A.shape[0]:
-        raise ValueError(f"M: expected N = {A.shape[0]} rows (the rows of A), got {M.shape[0]}")
 
 
 def kron_block(A: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
@@ -159,7 +153,8 @@ def kron_block(A: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
 
     Raises:
         TypeError: ``A`` or ``M`` is not a tensor, or has the wrong dtype.
-        ValueError: wrong ranks, non-square ``M``, different ``N`` or devices.
+        ValueError: wrong ranks, non-square ``M``, different ``N`` or devices, or an
+            ``m*n`` whose square overflows int64 (checked in C++).
 
     Example:
         >>> A = torch.randn(100, 3, dtype=torch.float64)
@@ -167,8 +162,7 @@ def kron_block(A: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
         >>> kron_block(A, M).shape  # for MSE-like M = I: H = I (x) A^T A
         torch.Size([6, 6])
     """
-    _check_kron_block_args(A, M)
-    if _native_kernel_for(A.device):
+    if _native_kernel_for(_device_of(A=A, M=M)):
         return torch.ops.hesskit.kron_block(A, M)
     return _reference.kron_block(A, M)
 
@@ -199,14 +193,33 @@ def kron_block_with_bias(A: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
         tensor([[100.,   0.],
                 [  0., 100.]], dtype=torch.float64)
     """
-    _check_kron_block_args(A, M)
-    N, n = A.shape
-    m = M.shape[1]
-    augmented = kron_block(torch.cat([A, A.new_ones(N, 1)], dim=1), M)
+    _device_of(A=A, M=M)
+    augmented = kron_block(_with_ones_column(A), M)  # checks the rest
+    n, m = A.shape[1], M.shape[1]
     outs = torch.arange(m, device=A.device)
     weight_rows = (outs[:, None] * (n + 1) + torch.arange(n, device=A.device)[None, :]).reshape(-1)
     order = torch.cat([weight_rows, outs * (n + 1) + n])
     return augmented.index_select(0, order).index_select(1, order)
+
+
+def _with_ones_column(A: torch.Tensor) -> torch.Tensor:
+    """``[A, 1]`` for a 2-D ``A``; any other ``A`` unchanged, for the op to reject."""
+    if A.dim() != 2:
+        return A
+    return torch.cat([A, A.new_ones(A.shape[0], 1)], dim=1)
+
+
+def _check_fake_devices(op: str, **tensors) -> None:
+    """The device check of the C++ kernels, in the fake implementations: the dispatcher
+    sends a meta tensor mixed with tensors of another device there, not to a kernel.
+    ``tensors`` holds tensors, ``None`` or lists of them; the first one sets the device."""
+    flat = [(name if not isinstance(t, (list, tuple)) else f"{name}[{i}]", x)
+            for name, t in tensors.items()
+            for i, x in enumerate(t if isinstance(t, (list, tuple)) else [t]) if x is not None]
+    device = flat[0][1].device
+    for name, t in flat[1:]:
+        torch._check(t.device == device, lambda: f"{op}: {name} must be on the device of "
+                     f"{flat[0][0]} ({device}), got {t.device}")
 
 
 if _C is not None:
@@ -219,6 +232,7 @@ if _C is not None:
         torch._check(M.shape[0] == A.shape[0], lambda: "kron_block: A and M need the same N")
         torch._check(A.dtype in _FLOAT_DTYPES and M.dtype == A.dtype,
                      lambda: "kron_block: A and M must share a float32/float64 dtype")
+        _check_fake_devices("kron_block", A=A, M=M)
         size = M.shape[1] * A.shape[1]
         return A.new_empty((size, size))
 
@@ -244,74 +258,6 @@ if _C is not None:
 # (hesskit/engines/native.py) is the user-facing interface of these ops.
 
 __all__ += ["sequential_hbp", "sequential_matmat", "sequential_dense", "sequential_forward"]
-
-_SEQ_KINDS = ("hessian", "ggn", "functional")
-_SEQ_LOSSES = ("cross_entropy", "mse")
-_SEQ_CODES = range(1, 10)
-_SEQ_MAX_ACTIVATIONS = 8
-
-
-def _check_tensor(name: str, t: object, like: torch.Tensor, shape: tuple) -> None:
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
-    if t.dtype != like.dtype:
-        raise TypeError(f"{name}: expected the dtype of X ({like.dtype}), got {t.dtype}")
-    if t.device != like.device:
-        raise ValueError(f"{name}: expected the device of X ({like.device}), got {t.device}")
-    if tuple(t.shape) != shape:
-        raise ValueError(f"{name}: expected shape {shape}, got {tuple(t.shape)}")
-
-
-def _sequential_chain(X, weights, biases, act_codes, act_args, act_counts, loss, target,
-                      coef, kind) -> tuple:
-    """Check a chain's arguments; return them normalized (lists of ints and floats)
-    in the ops' order, without ``kind`` and the op-specific tail."""
-    if not isinstance(X, torch.Tensor):
-        raise TypeError(f"X: expected a torch.Tensor, got {type(X).__name__}")
-    if X.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"X: expected dtype float32 or float64, got {X.dtype}")
-    if X.dim() != 2:
-        raise ValueError(f"X: expected a 2-D tensor (N, features), got shape {tuple(X.shape)}")
-    if not isinstance(weights, (list, tuple)) or not weights:
-        raise TypeError("weights: expected a non-empty list of (m, n) tensors")
-    if not isinstance(biases, (list, tuple)) or len(biases) != len(weights):
-        raise ValueError(f"biases: expected a list of {len(weights)} tensors or None (one per "
-                         "weight)")
-    width = X.shape[1]
-    for l, (W, b) in enumerate(zip(weights, biases)):
-        if not isinstance(W, torch.Tensor) or W.dim() != 2:
-            raise ValueError(f"weights[{l}]: expected a 2-D tensor (m, {width})")
-        _check_tensor(f"weights[{l}]", W, X, (W.shape[0], width))
-        if b is not None:
-            _check_tensor(f"biases[{l}]", b, X, (W.shape[0],))
-        width = W.shape[0]
-    counts = list(act_counts)
-    if len(counts) != len(weights) or any(not 0 <= c <= _SEQ_MAX_ACTIVATIONS for c in counts):
-        raise ValueError(f"act_counts: expected {len(weights)} counts in [0, "
-                         f"{_SEQ_MAX_ACTIVATIONS}], got {counts}")
-    if sum(counts) != len(act_codes) or any(int(c) not in _SEQ_CODES for c in act_codes):
-        raise ValueError(f"act_codes: expected {sum(counts)} codes in 1..9, got {list(act_codes)}")
-    if len(act_args) != 2 * len(act_codes):
-        raise ValueError(f"act_args: expected {2 * len(act_codes)} numbers (two per code), got "
-                         f"{len(act_args)}")
-    if loss not in _SEQ_LOSSES:
-        raise ValueError(f"loss: expected one of {_SEQ_LOSSES}, got {loss!r}")
-    _check_tensor("target", target, X, (X.shape[0], width))
-    _check_tensor("coef", coef, X, (X.shape[0],))
-    if kind not in _SEQ_KINDS:
-        raise ValueError(f"kind: expected one of {_SEQ_KINDS}, got {kind!r}")
-    return (X, list(weights), list(biases), [int(c) for c in act_codes],
-            [float(a) for a in act_args], [int(c) for c in act_counts], loss, target, coef)
-
-
-def _check_layers(layers, n_layers: int) -> list[int]:
-    layers = [int(l) for l in layers]
-    if not layers or any(not 0 <= l < n_layers for l in layers) \
-            or any(b <= a for a, b in zip(layers, layers[1:])):
-        raise ValueError(f"layers: expected strictly increasing layer indices in [0, "
-                         f"{n_layers}), got {layers}")
-    return layers
-
 
 def sequential_hbp(X, weights, biases, act_codes, act_args, act_counts, loss, target, coef,
                    layers, kind="hessian"):
@@ -358,10 +304,9 @@ def sequential_hbp(X, weights, biases, act_codes, act_args, act_counts, loss, ta
         tensor([[1., 0.],
                 [0., 1.]], dtype=torch.float64)
     """
-    chain = _sequential_chain(X, weights, biases, act_codes, act_args, act_counts, loss,
-                              target, coef, kind)
-    args = (*chain, _check_layers(layers, len(weights)), kind)
-    if _native_kernel_for(X.device):
+    args = (X, weights, biases, act_codes, act_args, act_counts, loss, target, coef, layers,
+            kind)
+    if _native_kernel_for(_device_of(X=X, target=target, coef=coef)):
         inputs, hessians = torch.ops.hesskit.sequential_hbp(*args)
         return list(inputs), list(hessians)
     return _reference.sequential_hbp(*args)
@@ -388,11 +333,10 @@ def sequential_forward(X, weights, biases, act_codes, act_args, act_counts, loss
         ``[ã_l (n_l [+1], N)] * L + [σ'_l (m_l, N)] * L + [p (N, C)]``, followed
         for ``kind != "ggn"`` by ``[σ''_l ⊙ g_a (m_l, N)] * L + [g_z (m_l, N)] * L``.
     """
-    chain = _sequential_chain(X, weights, biases, act_codes, act_args, act_counts, loss,
-                              target, coef, kind)
-    if _native_kernel_for(X.device):
-        return list(torch.ops.hesskit.sequential_forward(*chain, kind))
-    return _reference.sequential_forward(*chain, kind)
+    args = (X, weights, biases, act_codes, act_args, act_counts, loss, target, coef, kind)
+    if _native_kernel_for(_device_of(X=X, target=target, coef=coef)):
+        return list(torch.ops.hesskit.sequential_forward(*args))
+    return _reference.sequential_forward(*args)
 
 
 def sequential_matmat(X, weights, biases, act_codes, act_args, act_counts, loss, target, coef,
@@ -433,17 +377,9 @@ def sequential_matmat(X, weights, biases, act_codes, act_args, act_counts, loss,
     Returns:
         ``(P, k)`` products.
     """
-    chain = _sequential_chain(X, weights, biases, act_codes, act_args, act_counts, loss,
-                              target, coef, kind)
-    P = sum(W.numel() + (0 if b is None else b.numel()) for W, b in zip(weights, biases))
-    if not isinstance(V, torch.Tensor) or V.dim() != 2:
-        raise ValueError(f"V: expected a 2-D tensor ({P}, k)")
-    _check_tensor("V", V, X, (P, V.shape[1]))
-    if state is not None and (not isinstance(state, (list, tuple))
-                              or not all(isinstance(t, torch.Tensor) for t in state)):
-        raise TypeError("state: expected None or the list of tensors of sequential_forward")
-    args = (*chain, V, kind, None if state is None else list(state))
-    if _native_kernel_for(X.device):
+    args = (X, weights, biases, act_codes, act_args, act_counts, loss, target, coef, V, kind,
+            state)
+    if _native_kernel_for(_device_of(X=X, target=target, coef=coef, V=V)):
         return torch.ops.hesskit.sequential_matmat(*args)
     return _reference.sequential_matmat(*args)
 
@@ -477,10 +413,9 @@ def sequential_dense(X, weights, biases, act_codes, act_args, act_counts, loss, 
     Returns:
         ``(P_sel, P_sel)`` symmetric matrix.
     """
-    chain = _sequential_chain(X, weights, biases, act_codes, act_args, act_counts, loss,
-                              target, coef, kind)
-    args = (*chain, _check_layers(layers, len(weights)), kind)
-    if _native_kernel_for(X.device):
+    args = (X, weights, biases, act_codes, act_args, act_counts, loss, target, coef, layers,
+            kind)
+    if _native_kernel_for(_device_of(X=X, target=target, coef=coef)):
         return torch.ops.hesskit.sequential_dense(*args)
     return _reference.sequential_dense(*args)
 
@@ -495,6 +430,8 @@ if _C is not None:
     @torch.library.register_fake("hesskit::sequential_hbp")
     def _sequential_hbp_fake(X, weights, biases, act_codes, act_args, act_counts, loss, target,
                              coef, layers, kind):
+        _check_fake_devices("sequential_hbp", X=X, weights=weights, biases=biases,
+                            target=target, coef=coef)
         N = X.shape[0]
         inputs = [X.new_empty((N, weights[l].shape[1])) for l in layers]
         hessians = [X.new_empty((N, weights[l].shape[0], weights[l].shape[0])) for l in layers]
@@ -503,6 +440,8 @@ if _C is not None:
     @torch.library.register_fake("hesskit::sequential_matmat")
     def _sequential_matmat_fake(X, weights, biases, act_codes, act_args, act_counts, loss, target,
                                 coef, V, kind, state=None):
+        _check_fake_devices("sequential_matmat", X=X, weights=weights, biases=biases,
+                            target=target, coef=coef, V=V, state=state)
         torch._check(V.shape[0] == _sequential_size(weights, biases, range(len(weights))),
                      lambda: "sequential_matmat: V must have one row per parameter")
         return V.new_empty(V.shape)
@@ -510,6 +449,8 @@ if _C is not None:
     @torch.library.register_fake("hesskit::sequential_forward")
     def _sequential_forward_fake(X, weights, biases, act_codes, act_args, act_counts, loss,
                                  target, coef, kind):
+        _check_fake_devices("sequential_forward", X=X, weights=weights, biases=biases,
+                            target=target, coef=coef)
         N = X.shape[0]
         inputs = [X.new_empty((W.shape[1] + (b is not None), N)) for W, b in zip(weights, biases)]
         per_output = [X.new_empty((W.shape[0], N)) for W in weights]
@@ -521,5 +462,27 @@ if _C is not None:
     @torch.library.register_fake("hesskit::sequential_dense")
     def _sequential_dense_fake(X, weights, biases, act_codes, act_args, act_counts, loss, target,
                                coef, layers, kind):
+        _check_fake_devices("sequential_dense", X=X, weights=weights, biases=biases,
+                            target=target, coef=coef)
         size = _sequential_size(weights, biases, layers)
         return X.new_empty((size, size))
+
+    def _mark_non_differentiable(ctx, inputs, output) -> None:
+        """The sequential ops compute curvature at fixed parameters and data and have no
+        derivative formula: their outputs are marked non-differentiable, so that a
+        gradient asked of them raises (``does not require grad``), as for
+        ``torch.argmax``. Without this registration autograd ran the kernels with
+        inputs that require grad and gave outputs with no gradient path, silently."""
+        flat = output if isinstance(output, (list, tuple)) else [output]
+        flat = [t for part in flat for t in (part if isinstance(part, (list, tuple)) else [part])]
+        ctx.mark_non_differentiable(*flat)
+
+    def _no_gradient(ctx, *grads):
+        # register_autograd needs a backward; with every output non-differentiable,
+        # autograd never calls it.
+        raise RuntimeError("hesskit: the sequential ops are not differentiable")
+
+    for _op in ("sequential_hbp", "sequential_matmat", "sequential_forward", "sequential_dense"):
+        torch.library.register_autograd(f"hesskit::{_op}", _no_gradient,
+                                        setup_context=_mark_non_differentiable)
+    del _op
