@@ -155,7 +155,7 @@ def _layer_inputs_and_output_hessians(obj: Objective, layer: nn.Linear, chunk) -
     handle = layer.register_forward_hook(hook)
     try:
         with obj.evaluation(chunk.index):
-            outputs = obj.model(chunk.inputs)
+            outputs = obj.forward([p.detach() for p in obj.params], chunk.inputs)
     finally:
         handle.remove()
     A, Z = captured["A"], captured["Z"]

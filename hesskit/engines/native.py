@@ -122,12 +122,11 @@ class NativeEngine(Engine):
                         f"{p.device}; the engine needs one dtype and device "
                         f"({objective.dtype} on {objective.device})")
         start = min(owner[name] for name in objective.param_names)
+        if not objective.plain_batches:
+            raise UnsupportedModelError("data: the batches reach the model through batch=/output= "
+                                        "as more than model(inputs) -> outputs; the native engine "
+                                        "needs (inputs, targets) pairs of tensors")
         chunk = next(iter(objective.chunks()))
-        for what, value in (("inputs", chunk.inputs), ("targets", chunk.targets)):
-            if not isinstance(value, torch.Tensor):
-                raise UnsupportedModelError(f"data: the batches' {what} are "
-                                            f"{type(value).__name__}; the native engine needs "
-                                            "(inputs, targets) pairs of tensors")
         first = chain.layers[0]
         x = chain.run_prefix(chunk.inputs)
         if x.ndim != 2 or x.shape[1] != first.module.in_features:

@@ -78,3 +78,41 @@ def test_layer_blocks_bad_kind():
     with pytest.raises(ValueError, match="model.*no nn.Linear"):
         cnn = nn.Sequential(nn.Conv2d(1, 1, 3), nn.Flatten())
         hk.last_layer_hessian(hk.Objective(cnn, nn.MSELoss(), (torch.randn(2, 1, 4, 4), torch.randn(2, 4))))
+
+
+class _TwoInputHead(nn.Module):
+    """``head(tanh(a(x1)) * x2)``: a model called with two inputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.head = nn.Linear(5, 3), nn.Linear(3, 4)
+
+    def forward(self, x1, x2):
+        return self.head(torch.tanh(self.a(x1)) * x2)
+
+
+def test_last_layer_hessian_and_blocks_through_a_batch_adapter(float64):
+    """A model called as ``model(x1, x2)`` through ``batch=``: the blocks feed it as the
+    adapter says (they called ``model(inputs)``), and match the explicit Hessian."""
+    torch.manual_seed(0)
+    model = _TwoInputHead().double()
+    X1, X2, y = torch.randn(23, 5), torch.randn(23, 3), torch.randint(0, 4, (23,))
+    loss = nn.CrossEntropyLoss()
+    obj = hk.Objective(model, loss, [((X1[:12], X2[:12]), y[:12]), ((X1[12:], X2[12:]), y[12:])],
+                       batch=lambda b: (b[0], b[1]), batch_size=5)
+    names = [n for n, _ in model.named_parameters()]
+    params = [p.detach() for p in model.parameters()]
+    sizes = [p.numel() for p in params]
+
+    def total(flat):
+        ps = [t.view_as(p) for t, p in zip(flat.split(sizes), params)]
+        out = torch.func.functional_call(model, dict(zip(names, ps)), (X1, X2))
+        return loss(out, y)
+
+    H = torch.autograd.functional.hessian(total, torch.cat([p.reshape(-1) for p in params]))
+    torch.testing.assert_close(hk.last_layer_hessian(obj), _block(H, names, model, names[2:]),
+                               rtol=1e-10, atol=1e-12)
+    blocks = hk.layer_blocks(obj)
+    for layer, wanted in (("a", names[:2]), ("head", names[2:])):
+        torch.testing.assert_close(blocks[layer], _block(H, names, model, wanted),
+                                   rtol=1e-10, atol=1e-12)

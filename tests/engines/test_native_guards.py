@@ -214,14 +214,17 @@ def test_registration_order_bias_before_weight(build):
                                ref[rows][:, rows], rtol=1e-10, atol=1e-12)
 
 
-def test_batches_that_are_not_tensor_pairs_are_refused(monkeypatch):
+def test_batches_that_are_not_tensor_pairs_are_refused():
+    """Inputs passed as keyword arguments (``batch=``) or outputs picked by ``output=``
+    are more than ``model(inputs)``: refused by name, and ``auto`` falls back."""
     model = square_mlp()
     X, y = data()
-    obj = hk.Objective(model, nn.CrossEntropyLoss(), (X, y))
-    chunk = next(obj.chunks())
-    batch = type(chunk)({"x": X}, y, chunk.weight, chunk.index)
-    monkeypatch.setattr(type(obj), "chunks", lambda self: iter([batch]))
-    assert "inputs" in NativeEngine.unsupported_reason(obj)
+    keyword = hk.Objective(model, nn.CrossEntropyLoss(), [{"input": X, "y": y}],
+                           batch=lambda b: ({"input": b["input"]}, b["y"]))
+    picked = hk.Objective(model, nn.CrossEntropyLoss(), (X, y), output=lambda out: out)
+    for obj in (keyword, picked):
+        assert "batch=/output=" in NativeEngine.unsupported_reason(obj)
+        assert hk.HessianOperator(obj).engine.name != "native"
 
 
 # --------------------------------------------------------------- non-finite data
