@@ -37,7 +37,7 @@ class AutogradEngine(Engine):
         if key is not None and key == self._graph_key:
             return self._graph
         params = [p.detach().requires_grad_(True) for p in obj.params]
-        with obj.evaluation(chunk.index):
+        with self.evaluation(chunk):
             loss = obj.chunk_loss(params, chunk)
         grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
         graph = (params, grads)
@@ -63,7 +63,7 @@ class AutogradEngine(Engine):
     def ggn(self, chunk, V: Tensor) -> Tensor:
         obj = self.objective
         params = [p.detach().requires_grad_(True) for p in obj.params]
-        with obj.evaluation(chunk.index):
+        with self.evaluation(chunk):
             outputs = obj.forward(params, chunk.inputs)
         columns = obj.unflatten(V)
         # J v through two vjps: g(u) = J^T u is linear in u, and d<g(u), v>/du = J v.

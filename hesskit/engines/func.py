@@ -54,7 +54,7 @@ class FuncEngine(Engine):
         def hvp(tangents):
             return jvp(gradient, (primals,), (tangents,))[1]
 
-        with obj.evaluation(chunk.index):
+        with self.evaluation(chunk):
             out = vmap(hvp, randomness="same")(tuple(obj.unflatten(V)))
         return obj.flatten(out)
 
@@ -65,7 +65,7 @@ class FuncEngine(Engine):
         def f(ps):
             return obj.forward(ps, chunk.inputs)
 
-        with obj.evaluation(chunk.index):
+        with self.evaluation(chunk):
             outputs, pullback = vjp(f, primals)
             JV = vmap(lambda t: jvp(f, (primals,), (t,))[1],
                       randomness="same")(tuple(obj.unflatten(V)))
