@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from hesskit import _native
-from hesskit.engines import ENGINES
+from hesskit.engines import make_engine
 from hesskit.engines.output_hessian import output_hessian_matmat
 from hesskit.objective import Objective
 from hesskit.operators import GGNOperator, HessianOperator
@@ -48,8 +48,8 @@ def layer_blocks(obj: Objective, kind: str = "hessian", engine: str = "auto") ->
     Args:
         obj: the objective.
         kind: ``"hessian"`` or ``"ggn"``.
-        engine: engine of the products (``"auto"`` uses the native sequential engine
-            when it supports the model: all Linear blocks in one pass).
+        engine: engine of the products; one that can compute every layer's block at
+            once (``supports("blocks")``, the native engine for Linear chains) does.
 
     Returns:
         ``{module_name: block}`` where ``block`` is square over the module's own
@@ -63,12 +63,11 @@ def layer_blocks(obj: Objective, kind: str = "hessian", engine: str = "auto") ->
     """
     if kind not in _KINDS:
         raise ValueError(f"kind: expected one of {sorted(_KINDS)}, got {kind!r}")
-    native = ENGINES.get("native")
-    if engine in ("auto", "native") and native is not None \
-            and native.unsupported_reason(obj) is None:
-        blocks = native(obj).layer_blocks(kind)
+    chosen = make_engine(engine, obj)
+    if chosen.supports("blocks"):
+        blocks = chosen.layer_blocks(kind)
         return {name: obj.all_reduce(block) for name, block in blocks.items()}
-    return {module: _KINDS[kind](obj.restricted(names), engine=engine).dense()
+    return {module: _KINDS[kind](obj.restricted(names), engine=chosen.name).dense()
             for module, names in parameterized_modules(obj).items()}
 
 

@@ -154,9 +154,8 @@ class CurvatureOperator:
             raise ValueError(f"dense(): the {P}×{P} {self.dtype} matrix needs "
                              f"{_format_bytes(need)}, more than max_bytes="
                              f"{_format_bytes(limit)}; raise max_bytes to allow it")
-        native = getattr(self.engine, "dense", None)
-        if native is not None:
-            D = self.objective.all_reduce(native(self.kind))
+        if self.engine.supports("dense"):
+            D = self.objective.all_reduce(self.engine.dense(self.kind))
             self.n_matvecs += P
             return D
         D = torch.empty(P, P, dtype=self.dtype, device=self.device)
@@ -167,9 +166,8 @@ class CurvatureOperator:
     def diagonal(self, progress: bool | None = None) -> Tensor:
         """The diagonal (P,), exact (through blocks of basis columns, or the engine's
         own exact diagonal where it has one); ``progress`` as for :meth:`dense`."""
-        native = getattr(self.engine, "diagonal", None)
-        if native is not None:
-            return self.objective.all_reduce(native(self.kind))
+        if self.engine.supports("diagonal"):
+            return self.objective.all_reduce(self.engine.diagonal(self.kind))
         diag = torch.empty(self.shape[0], dtype=self.dtype, device=self.device)
         for start, block in self._columns("diagonal", progress):
             b = block.shape[1]

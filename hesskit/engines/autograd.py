@@ -22,6 +22,7 @@ class AutogradEngine(Engine):
     """Double-backward products; works for every differentiable model."""
 
     name = "autograd"
+    priority = 10
 
     def __init__(self, objective):
         super().__init__(objective)

@@ -1,8 +1,13 @@
-"""The engine interface: how curvature products are computed on one chunk."""
+"""The engine interface: how curvature products are computed on one chunk.
+
+An engine declares what it can compute (:attr:`Engine.capabilities`) and how strongly
+``engine="auto"`` prefers it (:attr:`Engine.priority`); :mod:`hesskit.engines` keeps
+the registry and makes the choice, so no other module needs to know engines by name.
+"""
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import Tensor
@@ -11,7 +16,14 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 if TYPE_CHECKING:
     from hesskit.objective import Chunk, Objective
 
-__all__ = ["Engine", "differentiable_attention"]
+__all__ = ["Engine", "CAPABILITIES", "differentiable_attention"]
+
+#: What an engine can provide: ``"products"`` (``product`` for a
+#: block of k vectors), ``"blocks"`` (``layer_blocks(kind)``: every layer's exact
+#: diagonal block at once), ``"diagonal"`` (``diagonal(kind)``: the exact diagonal
+#: without P products), ``"dense"`` (``dense(kind)``: the explicit matrix without P
+#: products).
+CAPABILITIES = ("products", "blocks", "diagonal", "dense")
 
 
 @contextlib.contextmanager
@@ -41,17 +53,45 @@ class Engine:
     Subclasses implement :meth:`hessian` and :meth:`ggn`: the product of the
     Hessian (or GGN) of ``loss_fn(model(x), y)`` on one chunk (its own reduction,
     unweighted) with a block ``V`` of shape ``(P, k)``, returning ``(P, k)``. The
-    operators weight the chunks and sum them.
+    operators weight the chunks and sum them. An engine that declares more
+    :data:`CAPABILITIES` implements the methods they name.
+
+    Attributes:
+        name: the name ``engine=`` selects it by.
+        priority: ``engine="auto"`` tries the registered engines from the highest
+            priority down (as given by :meth:`priority_for` the objective) and takes
+            the first that supports the model.
+        capabilities: the subset of :data:`CAPABILITIES` the engine implements.
+        choice: how the engine was chosen: ``{engine name: why it was passed over}``
+            for every engine ``"auto"`` tried before it, then ``{name: "chosen"}``
+            (or ``"requested"`` when named explicitly).
     """
 
-    name = "base"
+    name: ClassVar[str] = "base"
+    priority: ClassVar[int] = 0
+    capabilities: ClassVar[frozenset[str]] = frozenset({"products"})
 
     def __init__(self, objective: "Objective"):
         self.objective = objective
+        self.choice: dict[str, str] = {}
+
+    @classmethod
+    def supports(cls, capability: str) -> bool:
+        """Whether the engine implements ``capability`` (one of :data:`CAPABILITIES`)."""
+        if capability not in CAPABILITIES:
+            raise ValueError(f"capability: expected one of {CAPABILITIES}, got {capability!r}")
+        return capability in cls.capabilities
+
+    @classmethod
+    def priority_for(cls, objective: "Objective") -> int:
+        """The engine's priority for ``objective`` (a static rule: it must not run
+        products); :attr:`priority` unless the engine knows it is slow on such models."""
+        return cls.priority
 
     @classmethod
     def unsupported_reason(cls, objective: "Objective") -> str | None:
-        """``None`` when this engine can handle ``objective``, else why not."""
+        """``None`` when this engine can handle ``objective``, else why not (a static
+        check: it must not run products)."""
         return None
 
     @contextlib.contextmanager
