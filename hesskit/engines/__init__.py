@@ -37,7 +37,7 @@ __all__ = ["Engine", "AutogradEngine", "FuncEngine", "ENGINES", "CAPABILITIES",
 
 ENGINES: dict[str, type[Engine]] = {}
 
-#: Samples and columns of the trial product that ``auto`` runs before choosing an engine.
+#: Samples of the trial products (one column each) that ``auto`` runs before choosing.
 TRIAL_SAMPLES = 2
 
 
