@@ -142,3 +142,19 @@ def test_differentiable_attention_restores_the_fast_path_after_an_error():
             assert not torch.backends.mha.get_fastpath_enabled()
             raise KeyError("inside")
     assert torch.backends.mha.get_fastpath_enabled()
+
+
+def test_decoder_block_in_train_mode_draws_the_same_dropout_masks_for_every_engine(problem):
+    """mode="train": dropout in both attentions and the MLP is active, its masks drawn
+    from the objective's seed, so repeated products and the two engines agree."""
+    model, loss_fn, X, y, H, _ = problem
+    obj = hk.Objective(model, loss_fn, (X, y), mode="train")
+    V = torch.randn(obj.n_params, 2, generator=torch.Generator().manual_seed(3),
+                    dtype=torch.float64)
+    products = {}
+    for engine in ("func", "autograd"):
+        op = hk.HessianOperator(obj, engine=engine)
+        products[engine] = op @ V
+        assert torch.equal(op @ V, products[engine])
+    torch.testing.assert_close(products["func"], products["autograd"], rtol=1e-10, atol=1e-12)
+    assert not torch.allclose(products["func"], H @ V)  # dropout is really active
