@@ -18,7 +18,11 @@ priority remains to fall back on. The trial catches what only running can tell
 (``vmap`` or forward-mode rules missing for an op of the model) and costs a few
 products on two samples, not the caller's block. Nothing is timed, so the same
 inputs always give the same engine and the same bits; ``engine.choice`` records why
-each engine before the chosen one was passed over.
+each engine before the chosen one was passed over. An engine whose fixed cost per call
+only pays off on wide blocks declares ``min_columns`` (``func``: 8); ``auto`` then
+sends narrower blocks to the next engine that supports the model (``autograd``, whose
+single-vector products reuse the gradient graph), and the engine's name says so
+(``"func/autograd"``).
 """
 from __future__ import annotations
 
@@ -81,8 +85,49 @@ def _trial_failure(engine: Engine, objective: Objective) -> str | None:
     return None
 
 
+class _ByColumns(Engine):
+    """``auto``'s engine when its first choice has ``min_columns > 1``: products of at
+    least that many columns by ``wide``, narrower ones by ``narrow`` (the next engine
+    in priority order). Same inputs and number of columns, same engine, same bits."""
+
+    def __init__(self, objective: Objective, wide: Engine, narrow: Engine):
+        super().__init__(objective)
+        self.wide, self.narrow = wide, narrow
+        self.name = f"{wide.name}/{narrow.name}"
+
+    def product(self, kind, chunk, V):
+        engine = self.wide if V.shape[1] >= self.wide.min_columns else self.narrow
+        return engine.product(kind, chunk, V)
+
+
+def _first_usable(candidates: list[type[Engine]], objective: Objective,
+                  passed_over: dict[str, str]) -> Engine:
+    """The first of ``candidates`` whose static check accepts ``objective`` and that
+    passes the trial products (not run for the last candidate: nothing is left to
+    fall back on); the reasons of those passed over are added to ``passed_over``."""
+    for position, cls in enumerate(candidates):
+        reason = cls.unsupported_reason(objective)
+        if reason is None:
+            engine = cls(objective)
+            if position < len(candidates) - 1:
+                reason = _trial_failure(engine, objective)
+                if reason is not None:
+                    warnings.warn(f"hesskit: engine {cls.name!r} cannot run this model "
+                                  f"({reason}); trying the next engine", RuntimeWarning,
+                                  stacklevel=4)
+            if reason is None:
+                return engine
+        passed_over[cls.name] = reason
+    raise ValueError("engine='auto': no engine supports this model: "
+                     + "; ".join(f"{n}: {r}" for n, r in passed_over.items()))
+
+
 def make_engine(name: str, objective: Objective) -> Engine:
     """Build the engine ``name`` for ``objective``, or choose one with ``"auto"``.
+
+    ``"auto"`` returns the first engine by priority that supports the model (see the
+    module docstring); when that engine declares ``min_columns > 1``, narrower blocks
+    go to the next one that supports the model (``name`` ``"func/autograd"``, say).
 
     Raises:
         ValueError: ``name`` is not ``"auto"`` or a registered engine, or the engine
@@ -100,22 +145,16 @@ def make_engine(name: str, objective: Objective) -> Engine:
         return engine
     passed_over: dict[str, str] = {}
     candidates = engines_by_priority(objective)
-    for position, cls in enumerate(candidates):
-        reason = cls.unsupported_reason(objective)
-        if reason is None:
-            engine = cls(objective)
-            if position < len(candidates) - 1:
-                reason = _trial_failure(engine, objective)
-                if reason is not None:
-                    warnings.warn(f"hesskit: engine {cls.name!r} cannot run this model "
-                                  f"({reason}); trying the next engine", RuntimeWarning,
-                                  stacklevel=3)
-            if reason is None:
-                engine.choice = {**passed_over, cls.name: "chosen"}
-                return engine
-        passed_over[cls.name] = reason
-    raise ValueError("engine='auto': no engine supports this model: "
-                     + "; ".join(f"{n}: {r}" for n, r in passed_over.items()))
+    engine = _first_usable(candidates, objective, passed_over)
+    rest = candidates[candidates.index(type(engine)) + 1:]
+    if engine.min_columns == 1 or not rest:
+        engine.choice = {**passed_over, engine.name: "chosen"}
+        return engine
+    narrow = _first_usable(rest, objective, passed_over)
+    split = _ByColumns(objective, engine, narrow)
+    split.choice = {**passed_over, engine.name: f"chosen for k >= {engine.min_columns}",
+                    narrow.name: f"chosen for k < {engine.min_columns}"}
+    return split
 
 
 register_engine(FuncEngine)

@@ -62,14 +62,19 @@ class Engine:
             priority down (as given by :meth:`priority_for` the objective) and takes
             the first that supports the model.
         capabilities: the subset of :data:`CAPABILITIES` the engine implements.
+        min_columns: ``"auto"`` sends products of fewer columns to the next engine
+            in priority order (for an engine whose fixed cost per call only pays off
+            on wide blocks).
         choice: how the engine was chosen: ``{engine name: why it was passed over}``
             for every engine ``"auto"`` tried before it, then ``{name: "chosen"}``
-            (or ``"requested"`` when named explicitly).
+            (``"requested"`` when named explicitly; ``"chosen for k >= m"`` and
+            ``"chosen for k < m"`` when ``auto`` splits blocks by ``min_columns``).
     """
 
     name: ClassVar[str] = "base"
     priority: ClassVar[int] = 0
     capabilities: ClassVar[frozenset[str]] = frozenset({"products"})
+    min_columns: ClassVar[int] = 1
 
     def __init__(self, objective: "Objective"):
         self.objective = objective

@@ -11,6 +11,7 @@ from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import hesskit as hk
+from hesskit.engines import FuncEngine
 from hesskit.engines.base import differentiable_attention
 
 VOCAB, WIDTH, LENGTH, HEADS, DROPOUT = 7, 4, 5, 2, 0.1
@@ -115,10 +116,12 @@ def test_decoder_block_products_match_the_reference(problem, engine, operator):
     obj = hk.Objective(model, loss_fn, (X, y), mode="eval")
     op = (hk.HessianOperator if operator == "hessian" else hk.GGNOperator)(obj, engine=engine)
     assert op.shape[0] == H.shape[0]
-    V = torch.randn(op.shape[0], 3, generator=torch.Generator().manual_seed(2),
-                    dtype=torch.float64)
-    expected = (H if operator == "hessian" else G) @ V
-    torch.testing.assert_close(op @ V, expected, rtol=1e-9, atol=1e-10)
+    # one narrow block and one of FuncEngine.min_columns (auto: autograd, then func)
+    for k in (1, FuncEngine.min_columns):
+        V = torch.randn(op.shape[0], k, generator=torch.Generator().manual_seed(k),
+                        dtype=torch.float64)
+        expected = (H if operator == "hessian" else G) @ V
+        torch.testing.assert_close(op @ V, expected, rtol=1e-9, atol=1e-10)
     assert model.training  # the model's mode is restored
 
 

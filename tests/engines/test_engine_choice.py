@@ -63,7 +63,7 @@ def _layer_norm_problem(n=24):
 
 
 @pytest.mark.parametrize("problem, engine", [(_cnn_problem, "autograd"),
-                                             (_layer_norm_problem, "func")])
+                                             (_layer_norm_problem, "func/autograd")])
 def test_two_fresh_operators_give_identical_bits_and_traces(problem, engine):
     model, X, y = problem()
     V = torch.randn(sum(p.numel() for p in model.parameters()), 7,
@@ -110,11 +110,24 @@ def test_auto_walks_the_registry_in_priority_order():
     obj = hk.Objective(model, nn.CrossEntropyLoss(),
                        (torch.randn(10, 4, generator=g), torch.randint(0, 3, (10,), generator=g)))
     engine = make_engine("auto", obj)
-    assert engine.name == "func"
-    assert engine.choice["func"] == "chosen"
+    assert engine.name == "func/autograd"  # func for wide blocks, autograd for narrow ones
+    assert engine.choice["func"] == f"chosen for k >= {FuncEngine.min_columns}"
+    assert engine.choice["autograd"] == f"chosen for k < {FuncEngine.min_columns}"
     if "native" in ENGINES:  # passed over, with its reason (LayerNorm has no rule)
-        assert engine.choice["native"]
+        assert "LayerNorm" in engine.choice["native"]
     assert make_engine("autograd", obj).choice == {"autograd": "requested"}
+
+
+def test_auto_sends_narrow_blocks_to_the_next_engine():
+    model, X, y = _layer_norm_problem()
+    obj = hk.Objective(model, nn.CrossEntropyLoss(), (X, y))
+    chunk = next(iter(obj.chunks()))
+    engine = make_engine("auto", obj)
+    wide = FuncEngine.min_columns
+    for k, expected in ((1, AutogradEngine), (wide - 1, AutogradEngine), (wide, FuncEngine)):
+        V = torch.randn(obj.n_params, k, generator=torch.Generator().manual_seed(k))
+        assert torch.equal(engine.product("hessian", chunk, V),
+                           expected(obj).product("hessian", chunk, V)), k
 
 
 def test_auto_prefers_double_backward_on_convolutional_models():
