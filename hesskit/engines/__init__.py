@@ -11,12 +11,12 @@ that knows the engines; other modules ask an engine what it can do
 (:meth:`Engine.supports`) and never test for one by name.
 
 ``engine="auto"`` is deterministic: it walks the registry from the highest priority
-(for the objective, :meth:`Engine.priority_for`) down and takes the first engine that (1) accepts the model in its static check
-(:meth:`Engine.unsupported_reason`) and (2) runs a trial product of each kind
-(Hessian and GGN) on the first two samples with one column, when an engine of lower
-priority remains to fall back on. The trial catches what only running can tell
-(``vmap`` or forward-mode rules missing for an op of the model) and costs a few
-products on two samples, not the caller's block. Nothing is timed, so the same
+(for the objective, :meth:`Engine.priority_for`) down and takes the first engine that
+(1) accepts the model in its static check (:meth:`Engine.unsupported_reason`) and
+(2) runs a trial product of each kind (Hessian and GGN) on the first two samples with
+one column, when an engine of lower priority remains to fall back on. The trial
+catches what only running can tell (``vmap`` or forward-mode rules missing for an op
+of the model) and costs a few products on two samples, not the caller's block. Nothing is timed, so the same
 inputs always give the same engine and the same bits; ``engine.choice`` records why
 each engine before the chosen one was passed over. An engine whose fixed cost per call
 only pays off on wide blocks declares ``min_columns`` (``func``: 8); ``auto`` then

@@ -60,12 +60,14 @@ class FuncEngine(Engine):
         """:data:`CONVOLUTION_PRIORITY` when the model has a convolution module
         (``nn.Conv1d/2d/3d``, ``nn.ConvTranspose*``), else :attr:`priority`.
 
-        ``vmap`` over the k tangents of a convolution's weight is slow on the CPU:
-        Hessian products per vector on LeNet-5 (3x32x32, N=256, float32, 1 thread)
-        took 94/56/420 ms with ``func`` against 69/67/87 ms with ``autograd`` at
-        k = 1/16/100, and on the study-A CNN (N=256) 215/924 ms against 124/262 ms
-        at k = 1/16 (shared machine, best of 2). Double backward's cost per vector
-        does not grow with k, so ``auto`` prefers it on convolutional models.
+        ``vmap`` through convolutions is slow on the CPU, with max or average
+        pooling alike: Hessian products per vector on LeNet-5 (3x32x32, N=256,
+        float32, 1 thread) cost 3.76/2.04/5.39 gradients with ``func`` against
+        1.59/1.56/1.80 with ``autograd`` at k = 1/16/64 (README, idle machine); on a
+        shared machine 94/56/420 ms against 69/67/87 ms at k = 1/16/100, and on the
+        study-A CNN (N=256) 215/924 ms against 124/262 ms at k = 1/16. Double
+        backward's cost per vector does not grow with k, so ``auto`` prefers it on
+        convolutional models.
         """
         if any(isinstance(m, nn.modules.conv._ConvNd) for m in objective.model.modules()):
             return CONVOLUTION_PRIORITY
