@@ -67,7 +67,7 @@ def layer_blocks(obj: Objective, kind: str = "hessian", engine: str = "auto") ->
     if chosen.supports("blocks"):
         blocks = chosen.layer_blocks(kind)
         return {name: obj.all_reduce(block) for name, block in blocks.items()}
-    return {module: _KINDS[kind](obj.restricted(names), engine=chosen.name).dense()
+    return {module: _KINDS[kind](obj.restricted(names), engine=engine).dense()
             for module, names in parameterized_modules(obj).items()}
 
 
