@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from hesskit import ops
-from hesskit.engines import ENGINES
+from hesskit.engines import make_engine
 from hesskit.engines.output_hessian import output_hessian_matmat
 from hesskit.objective import Objective
 from hesskit.operators import GGNOperator, HessianOperator, check_finite, check_matrix_bytes
@@ -49,8 +49,8 @@ def layer_blocks(obj: Objective, kind: str = "hessian", engine: str = "auto",
     Args:
         obj: the objective.
         kind: ``"hessian"`` or ``"ggn"``.
-        engine: engine of the products (``"auto"`` uses the native sequential engine
-            when it supports the model: all Linear blocks in one pass).
+        engine: engine of the products; one that can compute every layer's block at
+            once (``supports("blocks")``, the native engine for Linear chains) does.
         max_bytes: refuse (``ValueError``, before computing anything) when the blocks
             together would need more bytes; default
             :data:`~hesskit.operators.DEFAULT_MAX_BYTES` (4 GiB), as ``dense()``.
@@ -75,11 +75,9 @@ def layer_blocks(obj: Objective, kind: str = "hessian", engine: str = "auto",
     sizes = {name: p.numel() for name, p in zip(obj.param_names, obj.params)}
     check_matrix_bytes("layer_blocks()", [sum(sizes[n] for n in names)
                                           for names in groups.values()], obj.dtype, max_bytes)
-    native = ENGINES.get("native")
-    if engine in ("auto", "native") and native is not None \
-            and native.unsupported_reason(obj) is None:
-        blocks = {name: obj.all_reduce(block)
-                  for name, block in native(obj).layer_blocks(kind).items()}
+    chosen = make_engine(engine, obj)
+    if chosen.supports("blocks"):
+        blocks = {name: obj.all_reduce(block) for name, block in chosen.layer_blocks(kind).items()}
         for name, block in blocks.items():
             check_finite(block, _row_names(obj, groups[name]), f"layer_blocks: block {name!r}")
         return blocks

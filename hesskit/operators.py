@@ -225,9 +225,8 @@ class CurvatureOperator:
         """
         P = self.shape[0]
         check_matrix_bytes("dense()", [P], self.dtype, max_bytes)
-        native = getattr(self.engine, "dense", None)
-        if native is not None:
-            D = self.objective.all_reduce(native(self.kind))
+        if self.engine.supports("dense"):
+            D = self.objective.all_reduce(self.engine.dense(self.kind))
             self.n_matvecs += P
             self._check_finite(D, "the dense matrix")
             return D
@@ -239,9 +238,8 @@ class CurvatureOperator:
     def diagonal(self, progress: bool | None = None) -> Tensor:
         """The diagonal (P,), exact (through blocks of basis columns, or the engine's
         own exact diagonal where it has one); ``progress`` as for :meth:`dense`."""
-        native = getattr(self.engine, "diagonal", None)
-        if native is not None:
-            diag = self.objective.all_reduce(native(self.kind))
+        if self.engine.supports("diagonal"):
+            diag = self.objective.all_reduce(self.engine.diagonal(self.kind))
             self._check_finite(diag, "the diagonal")
             return diag
         diag = torch.empty(self.shape[0], dtype=self.dtype, device=self.device)

@@ -22,6 +22,7 @@ class AutogradEngine(Engine):
     """Double-backward products; works for every differentiable model."""
 
     name = "autograd"
+    priority = 10
 
     def __init__(self, objective):
         super().__init__(objective)
@@ -37,7 +38,7 @@ class AutogradEngine(Engine):
         if key is not None and key == self._graph_key:
             return self._graph
         params = [p.detach().requires_grad_(True) for p in obj.params]
-        with obj.evaluation(chunk.index):
+        with self.evaluation(chunk):
             loss = obj.chunk_loss(params, chunk)
         grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
         graph = (params, grads)
@@ -63,7 +64,7 @@ class AutogradEngine(Engine):
     def ggn(self, chunk, V: Tensor) -> Tensor:
         obj = self.objective
         params = [p.detach().requires_grad_(True) for p in obj.params]
-        with obj.evaluation(chunk.index):
+        with self.evaluation(chunk):
             outputs = obj.forward(params, chunk.inputs)
         columns = obj.unflatten(V)
         # J v through two vjps: g(u) = J^T u is linear in u, and d<g(u), v>/du = J v.

@@ -1,14 +1,50 @@
-"""The engine interface: how curvature products are computed on one chunk."""
+"""The engine interface: how curvature products are computed on one chunk.
+
+An engine declares what it can compute (:attr:`Engine.capabilities`) and how strongly
+``engine="auto"`` prefers it (:attr:`Engine.priority`); :mod:`hesskit.engines` keeps
+the registry and makes the choice, so no other module needs to know engines by name.
+"""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import contextlib
+from typing import TYPE_CHECKING, ClassVar
 
+import torch
 from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 if TYPE_CHECKING:
     from hesskit.objective import Chunk, Objective
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "CAPABILITIES", "differentiable_attention"]
+
+#: What an engine can provide: ``"products"`` (``product`` for a
+#: block of k vectors), ``"blocks"`` (``layer_blocks(kind)``: every layer's exact
+#: diagonal block at once), ``"diagonal"`` (``diagonal(kind)``: the exact diagonal
+#: without P products), ``"dense"`` (``dense(kind)``: the explicit matrix without P
+#: products).
+CAPABILITIES = ("products", "blocks", "diagonal", "dense")
+
+
+@contextlib.contextmanager
+def differentiable_attention():
+    """Attention kernels that can be differentiated twice and batched by ``vmap``.
+
+    PyTorch dispatches ``F.scaled_dot_product_attention`` to fused kernels (flash
+    attention on the CPU) that have neither a double backward nor a forward-mode
+    derivative, and an ``nn.MultiheadAttention`` in eval mode whose arguments do not
+    require grad (as under ``torch.func.jvp``) to ``torch._native_multi_head_attention``,
+    which has no forward-mode derivative either. Inside this context attention runs on
+    the math backend (the same function written in differentiable ops) and the
+    ``MultiheadAttention`` fast path is off; both settings are restored on exit.
+    """
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with sdpa_kernel(SDPBackend.MATH):
+            yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
 
 
 class Engine:
@@ -17,18 +53,58 @@ class Engine:
     Subclasses implement :meth:`hessian` and :meth:`ggn`: the product of the
     Hessian (or GGN) of ``loss_fn(model(x), y)`` on one chunk (its own reduction,
     unweighted) with a block ``V`` of shape ``(P, k)``, returning ``(P, k)``. The
-    operators weight the chunks and sum them.
+    operators weight the chunks and sum them. An engine that declares more
+    :data:`CAPABILITIES` implements the methods they name.
+
+    Attributes:
+        name: the name ``engine=`` selects it by.
+        priority: ``engine="auto"`` tries the registered engines from the highest
+            priority down (as given by :meth:`priority_for` the objective) and takes
+            the first that supports the model.
+        capabilities: the subset of :data:`CAPABILITIES` the engine implements.
+        min_columns: ``"auto"`` sends products of fewer columns to the next engine
+            in priority order (for an engine whose fixed cost per call only pays off
+            on wide blocks).
+        choice: how the engine was chosen: ``{engine name: why it was passed over}``
+            for every engine ``"auto"`` tried before it, then ``{name: "chosen"}``
+            (``"requested"`` when named explicitly; ``"chosen for k >= m"`` and
+            ``"chosen for k < m"`` when ``auto`` splits blocks by ``min_columns``).
     """
 
-    name = "base"
+    name: ClassVar[str] = "base"
+    priority: ClassVar[int] = 0
+    capabilities: ClassVar[frozenset[str]] = frozenset({"products"})
+    min_columns: ClassVar[int] = 1
 
     def __init__(self, objective: "Objective"):
         self.objective = objective
+        self.choice: dict[str, str] = {}
+
+    @classmethod
+    def supports(cls, capability: str) -> bool:
+        """Whether the engine implements ``capability`` (one of :data:`CAPABILITIES`)."""
+        if capability not in CAPABILITIES:
+            raise ValueError(f"capability: expected one of {CAPABILITIES}, got {capability!r}")
+        return capability in cls.capabilities
+
+    @classmethod
+    def priority_for(cls, objective: "Objective") -> int:
+        """The engine's priority for ``objective`` (a static rule: it must not run
+        products); :attr:`priority` unless the engine knows it is slow on such models."""
+        return cls.priority
 
     @classmethod
     def unsupported_reason(cls, objective: "Objective") -> str | None:
-        """``None`` when this engine can handle ``objective``, else why not."""
+        """``None`` when this engine can handle ``objective``, else why not (a static
+        check: it must not run products)."""
         return None
+
+    @contextlib.contextmanager
+    def evaluation(self, chunk: "Chunk"):
+        """The model evaluates as the objective prescribes for ``chunk``
+        (:meth:`Objective.evaluation`), with :func:`differentiable_attention`."""
+        with self.objective.evaluation(chunk.index), differentiable_attention():
+            yield
 
     def hessian(self, chunk: "Chunk", V: Tensor) -> Tensor:
         raise NotImplementedError

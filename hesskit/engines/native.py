@@ -86,6 +86,8 @@ class NativeEngine(Engine):
     """
 
     name = "native"
+    priority = 30
+    capabilities = frozenset({"products", "blocks", "diagonal", "dense"})
     max_workspace_bytes = 256 * 2**20
     #: memory for cached forward passes (:meth:`product`); chunks beyond it are
     #: recomputed on every product.

@@ -198,58 +198,6 @@ def test_all_finite_is_exact_where_the_sum_overflows(dtype):
                 assert not all_finite(t), (bad, where)
 
 
-class _NoVmapSquare(torch.autograd.Function):
-    """x² through a custom Function without a vmap rule: torch.func cannot batch it."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x * x
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return 2 * x * g
-
-
-class _NoVmapNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.lin = nn.Linear(3, 2)
-
-    def forward(self, x):
-        return _NoVmapSquare.apply(self.lin(x))
-
-
-def test_auto_engine_times_both_and_keeps_the_faster(float64):
-    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2, 3))
-    X, y = torch.randn(12, 1, 4, 4), torch.randint(0, 3, (12,))
-    H = hk.HessianOperator(hk.Objective(model, nn.CrossEntropyLoss(), (X, y)))
-    V = torch.randn(H.shape[0], 3)
-    torch.testing.assert_close(H @ V, explicit_hessian(model, nn.CrossEntropyLoss(), X, y) @ V)
-    timings = H.engine.choice["hessian"]
-    assert set(timings) == {"func", "autograd"}
-    assert H.engine.name == min(timings, key=timings.get)
-
-
-def test_auto_engine_drops_an_engine_that_cannot_run_the_model(float64):
-    torch.manual_seed(0)
-    model = _NoVmapNet().double()
-    X, y = torch.randn(7, 3), torch.randn(7, 2)
-    H = hk.HessianOperator(hk.Objective(model, nn.MSELoss(), (X, y)))
-    with pytest.warns(RuntimeWarning, match="'func' cannot run this model"):
-        D = H.dense()
-    assert H.engine.name == "autograd"
-    expected = explicit_hessian(nn.Sequential(model.lin, _Square()), nn.MSELoss(), X, y,
-                                ["0.weight", "0.bias"])
-    torch.testing.assert_close(D, expected)
-
-
-class _Square(nn.Module):
-    def forward(self, x):
-        return x * x
-
-
 @pytest.mark.parametrize("method", ["dense", "diagonal"])
 def test_progress_bar_of_basis_columns_follows_the_argument(float64, capsys, method):
     model = mlp(sizes=(3, 4, 2))
