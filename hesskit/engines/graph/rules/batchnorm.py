@@ -1,0 +1,110 @@
+"""``nn.BatchNorm1d`` / ``nn.BatchNorm2d`` in eval mode: an affine map per channel.
+
+With running statistics :math:`\\mu, \\sigma^2`, :math:`s = 1/\\sqrt{\\sigma^2 +
+\\epsilon}` and :math:`\\hat x = (x - \\mu) s`, the layer computes
+:math:`y = \\gamma \\hat x + \\beta` (Ioffe & Szegedy 2015), so
+
+.. math::
+
+    \\dot y = \\gamma s \\dot x + \\dot\\gamma \\hat x + \\dot\\beta, \\qquad
+    \\dot g_x = \\gamma s U + \\dot\\gamma s g, \\qquad
+    \\dot g_\\gamma = \\textstyle\\sum \\hat x U + \\sum s\\, g \\dot x, \\qquad
+    \\dot g_\\beta = \\textstyle\\sum U,
+
+sums over samples and positions per channel. In train mode the layer normalizes
+with batch statistics, which couple the samples: that is refused, not approximated.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from hesskit.engines.chain import UnsupportedModelError
+from hesskit.engines.graph.rules.base import Rule, add, describe
+
+__all__ = ["BatchNormRule"]
+
+
+class BatchNormRule(Rule):
+    """Products through ``nn.BatchNorm1d/2d`` with running statistics (eval mode)."""
+
+    def __init__(self, name: str, module: nn.BatchNorm1d | nn.BatchNorm2d):
+        super().__init__(name)
+        if module.running_mean is None or module.running_var is None:
+            raise UnsupportedModelError(
+                f"{describe(name, module)} has track_running_stats=False: it normalizes with "
+                "batch statistics even in eval mode, which the graph engine does not follow")
+        self.module = module
+        prefix = f"{name}." if name else ""
+        self.weight_name = prefix + "weight" if module.affine else None
+        self.bias_name = prefix + "bias" if module.affine else None
+        self.param_names = tuple(n for n in (self.weight_name, self.bias_name) if n)
+
+    def check_mode(self, mode):
+        if mode == "train":
+            return (f"{describe(self.name, self.module)} uses batch statistics in train mode "
+                    "(use mode='eval')")
+        return None
+
+    def _shape(self, x: Tensor) -> tuple[int, ...]:
+        return (1, x.shape[1]) + (1,) * (x.ndim - 2)
+
+    def forward(self, x: Tensor):
+        m = self.module
+        shape = self._shape(x)
+        s = torch.rsqrt(m.running_var.detach() + m.eps).to(x.dtype)
+        mu = m.running_mean.detach().to(x.dtype)
+        gamma = None if m.weight is None else m.weight.detach()
+        scale = s if gamma is None else s * gamma
+        xhat = (x - mu.view(shape)) * s.view(shape)
+        y = xhat if gamma is None else xhat * gamma.view(shape)
+        if m.bias is not None:
+            y = y + m.bias.detach().view(shape)
+        return y, (xhat, scale.view(shape), s.view(shape))
+
+    def _channel_sum(self, t: Tensor, k: int) -> Tensor:
+        """``(k N, C, ...)`` summed over samples and positions: ``(k, C)``."""
+        return t.reshape(k, -1, t.shape[1], t[0, 0].numel()).sum((1, 3))
+
+    def rforward(self, ctx, k, dins, dparams):
+        xhat, scale, _ = ctx
+        out = None
+        if dins[0] is not None:
+            out = dins[0] * scale
+        dg = dparams.get(self.weight_name) if self.weight_name else None
+        if dg is not None:
+            term = xhat.unsqueeze(0) * dg.view(k, *self._shape(xhat))
+            out = add(out, term.reshape(-1, *xhat.shape[1:]))
+        db = dparams.get(self.bias_name) if self.bias_name else None
+        if db is not None:
+            bias = db.view(k, *self._shape(xhat)).expand(k, *xhat.shape)
+            out = bias.reshape(-1, *xhat.shape[1:]) if out is None else \
+                (out.view(k, *xhat.shape) + db.view(k, *self._shape(xhat))).view(out.shape)
+        return out
+
+    def backward(self, ctx, k, U, g, dins, dparams, need_inputs, want):
+        xhat, scale, s = ctx
+        grad_x = None
+        if need_inputs[0]:
+            if U is not None:
+                grad_x = U * scale
+            dg = dparams.get(self.weight_name) if self.weight_name else None
+            if g is not None and dg is not None:
+                term = (g * s).unsqueeze(0) * dg.view(k, *self._shape(xhat))
+                grad_x = add(grad_x, term.reshape(-1, *xhat.shape[1:]))
+        grads = {}
+        if self.weight_name in want:
+            gg = None
+            if U is not None:
+                gg = self._channel_sum((U.view(k, *xhat.shape) * xhat).view(U.shape), k)
+            if g is not None and dins[0] is not None:
+                dx = dins[0]
+                gg = add(gg, self._channel_sum((dx.view(k, *g.shape) * (g * s)).view(dx.shape), k))
+            if gg is not None:
+                grads[self.weight_name] = gg
+        if self.bias_name in want and U is not None:
+            grads[self.bias_name] = self._channel_sum(U, k)
+        return [grad_x], grads
+
+    def keeps_input_tangents(self, selected):
+        return self.weight_name in selected
