@@ -14,10 +14,13 @@ with :math:`W^\\top \\star` the input gradient and :math:`\\nabla_W(x, U)` the w
 gradient of the convolution (``aten.convolution_backward``). The k tangents go
 through each term in one call: tangents of :math:`x` as a batch of k N samples;
 the k weight tangents stacked along the output channels (one convolution of
-:math:`x` with k Cout channels); the terms with one tangent per sample on both
-sides (:math:`\\dot W^\\top \\star g`, :math:`\\nabla_W(\\dot x, g)`) as a convolution
-with k times the groups. Channels are regrouped as ``(groups, k, channels/groups)``
-so that each group sees its own weights.
+:math:`x` with k Cout channels, whose weight gradient against the k output-side
+tangents stacked the same way is :math:`\\nabla_W(x, U)` for all k); the
+second-order terms through a convolution whose input holds the k tangents as
+k Cin channels and whose weight stacks the k weight tangents along the input
+channels: its input gradient for :math:`g` is :math:`\\dot W^\\top \\star g` and its
+weight gradient is :math:`\\nabla_W(\\dot x, g)`, for all k at once. Channels are
+regrouped as ``(groups, k, channels/groups)`` so that each group sees its own weights.
 """
 from __future__ import annotations
 
@@ -58,10 +61,10 @@ def _unfold(t: Tensor, k: int, g: int) -> Tensor:
     return t.permute(2, 0, 1, *range(3, t.ndim)).reshape(k * n, -1, *sp)
 
 
-def _repeat(t: Tensor, k: int, g: int) -> Tensor:
-    """``(N, C, *sp)`` -> ``(N, g k C/g, *sp)``: each group's channels repeated k times."""
-    n, c, sp = t.shape[0], t.shape[1], t.shape[2:]
-    return t.reshape(n, g, 1, c // g, *sp).expand(n, g, k, c // g, *sp).reshape(n, -1, *sp)
+def _stack_inputs(dW: Tensor) -> Tensor:
+    """``(k, Cout, Cin/g, *ks)`` -> ``(Cout, k Cin/g, *ks)``: the k weight tangents side by
+    side along the input channels (ordered ``(k, Cin/g)`` within each group)."""
+    return dW.transpose(0, 1).reshape(dW.shape[1], -1, *dW.shape[3:])
 
 
 def _shape_of(shape, like: Tensor) -> Tensor:
@@ -160,7 +163,7 @@ class ConvRule(Rule):
             dW = dparams.get(self.weight_name)
             if g_out is not None and dW is not None:
                 shape = (n, k * xp.shape[1], *xp.shape[2:])
-                part = self._grad_input(_repeat(g_out, k, g), shape, _stack(dW, g), g * k)
+                part = self._grad_input(g_out, shape, _stack_inputs(dW), g)
                 grad_x = add(grad_x, _unfold(part, k, g))
             grad_x = None if grad_x is None else self._crop(grad_x)
         grads = {}
@@ -170,9 +173,9 @@ class ConvRule(Rule):
             if U is not None:
                 gW = _unstack(self._grad_weight(_fold(U, k, g), xp, stacked, g), k, g)
             if g_out is not None and dins[0] is not None:
-                part = self._grad_weight(_repeat(g_out, k, g), _fold(self._pad(dins[0]), k, g),
-                                         stacked, g * k)
-                gW = add(gW, _unstack(part, k, g))
+                side = (W.shape[0], k * W.shape[1], *W.shape[2:])
+                part = self._grad_weight(g_out, _fold(self._pad(dins[0]), k, g), side, g)
+                gW = add(gW, part.view(W.shape[0], k, *W.shape[1:]).transpose(0, 1))
             if gW is not None:
                 grads[self.weight_name] = gW
         if self.bias_name in want and U is not None:
