@@ -408,3 +408,12 @@ def test_operator_add_is_a_rule_and_broadcasting_is_refused():
     assert reason is not None and "1, 1)" in reason and "one shape" in reason, reason
     assert operator.add in __import__("hesskit.engines.graph.rules",
                                       fromlist=["FUNCTION_RULES"]).FUNCTION_RULES
+
+
+def test_train_mode_without_batchnorm_or_dropout_is_exact():
+    """mode='train' changes nothing in a CNN without BatchNorm and active dropout."""
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ELU(), nn.MaxPool2d(2), nn.Dropout(0.0),
+                          nn.Flatten(), nn.Linear(2, 3)).double()
+    X, y = torch.randn(4, 1, 4, 4, dtype=torch.float64), torch.randint(0, 3, (4,))
+    check_all_kinds(hk.Objective(model, nn.CrossEntropyLoss(), (X, y), mode="train"))
