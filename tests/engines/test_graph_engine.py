@@ -48,7 +48,8 @@ def explicit_ggn(obj):
     obj.model.eval()
     out = functional_call(obj.model, as_dict(flat0), (X,)).detach()
     J = torch.autograd.functional.jacobian(
-        lambda flat: functional_call(obj.model, as_dict(flat), (X,)), flat0).reshape(out.numel(), -1)
+        lambda flat: functional_call(obj.model, as_dict(flat), (X,)), flat0)
+    J = J.reshape(out.numel(), -1)
     Hout = torch.autograd.functional.hessian(lambda z: obj.loss_fn(z, y), out)
     return J.T @ Hout.reshape(out.numel(), out.numel()) @ J
 

@@ -1,6 +1,6 @@
 """Reading a model into a graph of nodes that have a rule.
 
-The model is traced with ``torch.fx.symbolic_trace`` (an ``nn.Sequential`` traces
+The model is traced with ``torch.fx`` (an ``nn.Sequential`` traces
 to its chain of modules; a ``forward`` such as a ResNet block's traces to its
 modules and additions). Every node must be a call of a module, function or method
 with a rule in :mod:`hesskit.engines.graph.rules`, or a size query (``x.size(0)``,
@@ -22,7 +22,6 @@ import inspect
 import operator
 from dataclasses import dataclass, field
 
-import torch
 from torch import fx, nn
 from torch.nn.modules import module as module_globals
 from torch.nn.utils import parametrize
@@ -163,12 +162,12 @@ def read_graph(model: nn.Module, mode: str = "eval") -> ModelGraph:
     _check_hooks(model)
     _check_sharing(model)
     try:
-        traced = fx.GraphModule(model, _Tracer().trace(model))
+        graph = _Tracer().trace(model)
     except Exception as exc:  # noqa: BLE001 (any tracing failure means: not supported)
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UnsupportedModelError(f"model ({type(model).__name__}) cannot be traced by "
                                     f"torch.fx: {first}") from None
-    placeholders = [n for n in traced.graph.nodes if n.op == "placeholder"]
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
     if len(placeholders) != 1:
         raise UnsupportedModelError(
             f"model ({type(model).__name__}).forward takes {len(placeholders)} inputs "
@@ -177,7 +176,7 @@ def read_graph(model: nn.Module, mode: str = "eval") -> ModelGraph:
     sizes: set[fx.Node] = set()  # size queries and what is computed from them only
     called: set[str] = set()
     output = None
-    for node in traced.graph.nodes:
+    for node in graph.nodes:
         if node.op == "placeholder":
             continue
         if node.op == "output":
