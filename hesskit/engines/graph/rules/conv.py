@@ -141,9 +141,10 @@ class ConvRule(Rule):
         if dins[0] is not None:
             out = self._conv(self._pad(dins[0]), W, None, g)
         dW = dparams.get(self.weight_name)
-        if dW is not None:
-            out = add(out, _unfold(self._conv(xp, _stack(dW, g), None, g), k, g))
         db = dparams.get(self.bias_name) if self.bias_name else None
+        if dW is not None:  # with the bias tangents as the stacked convolution's bias
+            bias = None if db is None else _stack(db, g)
+            return add(out, _unfold(self._conv(xp, _stack(dW, g), bias, g), k, g))
         if db is not None:
             db = db.reshape(k, 1, -1, *[1] * (len(shape) - 2))
             if out is None:
