@@ -245,6 +245,7 @@ def test_column_blocks_and_kept_state_follow_changes():
     engine = GraphEngine(obj)
     V = torch.randn(obj.n_params, 5, dtype=torch.float64)
     full = product(engine, "hessian", V)
+    assert engine.hessian(next(obj.chunks()), V[:, :0]).shape == (obj.n_params, 0)
     engine.max_workspace_bytes = 1  # one column per block
     assert rel_err(product(engine, "hessian", V), full) < 1e-12
     with torch.no_grad():  # a parameter and a running statistic changed in place

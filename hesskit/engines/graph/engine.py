@@ -247,6 +247,8 @@ class GraphEngine(Engine):
         ``max_workspace_bytes``."""
         if kind not in _KINDS:
             raise ValueError(f"kind: expected one of {_KINDS}, got {kind!r}")
+        if V.shape[1] == 0:
+            return V.new_zeros(V.shape)
         state = self._state(chunk, grads=kind != "ggn")
         itemsize = V.element_size()
         per_column = 3 * chunk.size * state.sample_numel * itemsize
