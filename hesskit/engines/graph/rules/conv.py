@@ -157,31 +157,41 @@ class ConvRule(Rule):
         xp = ctx[0]
         W, g = self.module.weight.detach(), self.groups
         n = xp.shape[0]
-        grad_x = None
-        if need_inputs[0]:
-            if U is not None:
-                grad_x = self._grad_input(U, (k * n, *xp.shape[1:]), W, g)
-            dW = dparams.get(self.weight_name)
-            if g_out is not None and dW is not None:
-                shape = (n, k * xp.shape[1], *xp.shape[2:])
-                part = self._grad_input(g_out, shape, _stack_inputs(dW), g)
-                grad_x = add(grad_x, _unfold(part, k, g))
-            grad_x = None if grad_x is None else self._crop(grad_x)
-        grads = {}
-        if self.weight_name in want:
-            stacked = (k * W.shape[0], *W.shape[1:])
-            gW = None
-            if U is not None:
-                gW = _unstack(self._grad_weight(_fold(U, k, g), xp, stacked, g), k, g)
-            if g_out is not None and dins[0] is not None:
-                side = (W.shape[0], k * W.shape[1], *W.shape[2:])
-                part = self._grad_weight(g_out, _fold(self._pad(dins[0]), k, g), side, g)
-                gW = add(gW, part.view(W.shape[0], k, *W.shape[1:]).transpose(0, 1))
-            if gW is not None:
-                grads[self.weight_name] = gW
+        grad_x, gW = None, None
+        if need_inputs[0] and U is not None:
+            grad_x = self._grad_input(U, (k * n, *xp.shape[1:]), W, g)
+        if self.weight_name in want and U is not None:
+            gW = _unstack(self._grad_weight(_fold(U, k, g), xp, (k * W.shape[0], *W.shape[1:]),
+                                            g), k, g)
+        second_x, second_w = self._second_order(k, g_out, dins[0],
+                                                dparams.get(self.weight_name), xp,
+                                                need_inputs[0], self.weight_name in want)
+        grad_x, gW = add(grad_x, second_x), add(gW, second_w)
+        grads = {} if gW is None else {self.weight_name: gW}
         if self.bias_name in want and U is not None:
             grads[self.bias_name] = U.reshape(k, n, U.shape[1], -1).sum((1, 3))
-        return [grad_x], grads
+        return [None if grad_x is None else self._crop(grad_x)], grads
+
+    def _second_order(self, k, g_out, dx, dW, xp, need_input: bool, need_weight: bool):
+        """``(W'^T * g, grad_W(x', g))`` for the k tangents, both from one convolution
+        whose input is the tangents ``x'`` as k Cin channels and whose weight is the
+        weight tangents side by side (the input and weight gradients of that
+        convolution for the output gradient ``g``); ``None`` where not needed."""
+        need_input = need_input and g_out is not None and dW is not None
+        need_weight = need_weight and g_out is not None and dx is not None
+        if not (need_input or need_weight):
+            return None, None
+        W, g = self.module.weight, self.groups
+        wide = (W.shape[0], k * W.shape[1], *W.shape[2:])
+        inputs = _fold(self._pad(dx), k, g) if dx is not None else \
+            _shape_of((xp.shape[0], k * xp.shape[1], *xp.shape[2:]), g_out)
+        weights = _stack_inputs(dW) if dW is not None else _shape_of(wide, g_out)
+        gx, gw, _ = _convolution_backward(g_out, inputs, weights, None, self.stride,
+                                          self.padding, self.dilation, False, self.zeros, g,
+                                          [need_input, need_weight, False])
+        gx = _unfold(gx, k, g) if need_input else None
+        gw = gw.view(W.shape[0], k, *W.shape[1:]).transpose(0, 1) if need_weight else None
+        return gx, gw
 
     def keeps_input_tangents(self, selected):
         return self.weight_name in selected
