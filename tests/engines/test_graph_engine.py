@@ -201,6 +201,26 @@ def test_lenet_tiny():
     check_all_kinds(obj, k=2)
 
 
+STUDY_CNNS = {  # the models of the studies, small, on parameter subsets of a few hundred
+    "vgg11_bn": (dict(width_mult=1 / 16, batch_norm=True), (3, 32, 32),
+                 ["features.0.bias", "features.1", "features.26", "classifier"]),
+    "yao_cnn": (dict(width_mult=1 / 16, input_size=20), (3, 20, 20),
+                ["0.bias", "2.weight", "11.bias", "13"]),
+    "small_cnn": (dict(n_classes=3, input_size=8, padding=1), (1, 8, 8), ["0", "7.bias"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STUDY_CNNS))
+def test_study_cnns(name):
+    kwargs, shape, params = STUDY_CNNS[name]
+    model = randomize_batchnorm(hk.models.get_model(name, seed=0, **kwargs).double(),
+                                torch.Generator().manual_seed(0))
+    X = torch.randn(3, *shape, dtype=torch.float64)
+    y = torch.randint(0, model(X).shape[1], (3,))
+    check_all_kinds(hk.Objective(model, nn.CrossEntropyLoss(), (X, y), params=params,
+                                 batch_size=2), k=2)
+
+
 class FunctionalNet(nn.Module):
     """Activations, flatten and residual additions written as functions and methods."""
 
