@@ -68,38 +68,47 @@ class BatchNormRule(Rule):
 
     def rforward(self, ctx, k, dins, dparams):
         xhat, scale, _ = ctx
-        out = None
-        if dins[0] is not None:
-            out = dins[0] * scale
+        per_tangent = (k, *self._shape(xhat))
         dg = dparams.get(self.weight_name) if self.weight_name else None
-        if dg is not None:
-            term = xhat.unsqueeze(0) * dg.view(k, *self._shape(xhat))
-            out = add(out, term.reshape(-1, *xhat.shape[1:]))
         db = dparams.get(self.bias_name) if self.bias_name else None
-        if db is not None:
-            bias = db.view(k, *self._shape(xhat)).expand(k, *xhat.shape)
-            out = bias.reshape(-1, *xhat.shape[1:]) if out is None else \
-                (out.view(k, *xhat.shape) + db.view(k, *self._shape(xhat))).view(out.shape)
-        return out
+        out = None  # (k, N, C, ...), each term added in one pass into a fresh tensor
+        if dg is not None:
+            base = xhat.new_zeros(()) if db is None else db.view(per_tangent)
+            out, db = torch.addcmul(base, xhat, dg.view(per_tangent)), None
+        if dins[0] is not None:
+            dx = dins[0].view(k, *xhat.shape)
+            if out is not None:
+                out.addcmul_(dx, scale)
+            else:
+                out = dx * scale if db is None else torch.addcmul(db.view(per_tangent), dx, scale)
+        elif out is None and db is not None:
+            out = db.view(per_tangent).expand(k, *xhat.shape)
+        return None if out is None else out.reshape(-1, *xhat.shape[1:])
 
     def backward(self, ctx, k, U, g, dins, dparams, need_inputs, want):
         xhat, scale, s = ctx
+        per_tangent = (k, *self._shape(xhat))
+        dg = dparams.get(self.weight_name) if self.weight_name else None
+        second = g is not None and ((need_inputs[0] and dg is not None)
+                                    or (self.weight_name in want and dins[0] is not None))
+        gs = g * s if second else None  # the first-order gradient at x-hat
         grad_x = None
         if need_inputs[0]:
             if U is not None:
                 grad_x = U * scale
-            dg = dparams.get(self.weight_name) if self.weight_name else None
-            if g is not None and dg is not None:
-                term = (g * s).unsqueeze(0) * dg.view(k, *self._shape(xhat))
-                grad_x = add(grad_x, term.reshape(-1, *xhat.shape[1:]))
+            if gs is not None and dg is not None:
+                if grad_x is None:
+                    grad_x = (gs * dg.view(per_tangent)).reshape(-1, *xhat.shape[1:])
+                else:
+                    grad_x.view(k, *xhat.shape).addcmul_(gs, dg.view(per_tangent))
         grads = {}
         if self.weight_name in want:
             gg = None
             if U is not None:
                 gg = self._channel_sum((U.view(k, *xhat.shape) * xhat).view(U.shape), k)
-            if g is not None and dins[0] is not None:
+            if gs is not None and dins[0] is not None:
                 dx = dins[0]
-                gg = add(gg, self._channel_sum((dx.view(k, *g.shape) * (g * s)).view(dx.shape), k))
+                gg = add(gg, self._channel_sum((dx.view(k, *xhat.shape) * gs).view(dx.shape), k))
             if gg is not None:
                 grads[self.weight_name] = gg
         if self.bias_name in want and U is not None:
