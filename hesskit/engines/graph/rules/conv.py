@@ -144,7 +144,8 @@ class ConvRule(Rule):
         db = dparams.get(self.bias_name) if self.bias_name else None
         if dW is not None:  # with the bias tangents as the stacked convolution's bias
             bias = None if db is None else _stack(db, g)
-            return add(out, _unfold(self._conv(xp, _stack(dW, g), bias, g), k, g))
+            y = _unfold(self._conv(xp, _stack(dW, g), bias, g), k, g)
+            return y if out is None else out.add_(y)  # out: this call's own tensor
         if db is not None:
             db = db.reshape(k, 1, -1, *[1] * (len(shape) - 2))
             if out is None:
