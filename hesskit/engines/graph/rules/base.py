@@ -32,7 +32,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-__all__ = ["Rule", "LinearMapRule", "add", "describe"]
+__all__ = ["Rule", "LinearMapRule", "add", "describe", "shape_only"]
 
 
 def describe(name: str, what: Any) -> str:
@@ -40,6 +40,12 @@ def describe(name: str, what: Any) -> str:
     kind = type(what).__name__ if isinstance(what, nn.Module) else getattr(
         what, "__name__", str(what))
     return f"node {name!r} ({kind})"
+
+
+def shape_only(shape, like: Tensor) -> Tensor:
+    """A tensor of ``shape`` (dtype and device of ``like``) without memory, for the
+    backward ops that read only their argument's shape."""
+    return like.new_empty(()).expand(*shape)
 
 
 def add(a: Tensor | None, b: Tensor | None) -> Tensor | None:

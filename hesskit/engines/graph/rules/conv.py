@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hesskit.engines.graph.rules.base import Rule, add, describe
+from hesskit.engines.graph.rules.base import Rule, add, describe, shape_only
 from hesskit.engines.chain import UnsupportedModelError
 
 __all__ = ["ConvRule"]
@@ -65,11 +65,6 @@ def _stack_inputs(dW: Tensor) -> Tensor:
     """``(k, Cout, Cin/g, *ks)`` -> ``(Cout, k Cin/g, *ks)``: the k weight tangents side by
     side along the input channels (ordered ``(k, Cin/g)`` within each group)."""
     return dW.transpose(0, 1).reshape(dW.shape[1], -1, *dW.shape[3:])
-
-
-def _shape_of(shape, like: Tensor) -> Tensor:
-    """A tensor of ``shape`` without memory, for ops that read only the shape."""
-    return like.new_empty(()).expand(*shape)
 
 
 class ConvRule(Rule):
@@ -119,12 +114,12 @@ class ConvRule(Rule):
                                  self.zeros, groups)
 
     def _grad_input(self, U: Tensor, shape, W: Tensor, groups: int) -> Tensor:
-        return _convolution_backward(U, _shape_of(shape, U), W, None, self.stride, self.padding,
+        return _convolution_backward(U, shape_only(shape, U), W, None, self.stride, self.padding,
                                      self.dilation, False, self.zeros, groups,
                                      [True, False, False])[0]
 
     def _grad_weight(self, U: Tensor, x: Tensor, shape, groups: int) -> Tensor:
-        return _convolution_backward(U, x, _shape_of(shape, x), None, self.stride, self.padding,
+        return _convolution_backward(U, x, shape_only(shape, x), None, self.stride, self.padding,
                                      self.dilation, False, self.zeros, groups,
                                      [False, True, False])[1]
 
@@ -185,8 +180,8 @@ class ConvRule(Rule):
         W, g = self.module.weight, self.groups
         wide = (W.shape[0], k * W.shape[1], *W.shape[2:])
         inputs = _fold(self._pad(dx), k, g) if dx is not None else \
-            _shape_of((xp.shape[0], k * xp.shape[1], *xp.shape[2:]), g_out)
-        weights = _stack_inputs(dW) if dW is not None else _shape_of(wide, g_out)
+            shape_only((xp.shape[0], k * xp.shape[1], *xp.shape[2:]), g_out)
+        weights = _stack_inputs(dW) if dW is not None else shape_only(wide, g_out)
         gx, gw, _ = _convolution_backward(g_out, inputs, weights, None, self.stride,
                                           self.padding, self.dilation, False, self.zeros, g,
                                           [need_input, need_weight, False])

@@ -16,14 +16,9 @@ from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
 from hesskit.engines.chain import UnsupportedModelError
-from hesskit.engines.graph.rules.base import LinearMapRule, describe
+from hesskit.engines.graph.rules.base import LinearMapRule, describe, shape_only
 
 __all__ = ["MaxPoolRule", "AvgPool2dRule", "AdaptiveAvgPool2dRule"]
-
-
-def _empty_like_shape(t: Tensor, n: int, shape) -> Tensor:
-    """A memory-less tensor of ``(n, *shape)`` for ops that read only the shape."""
-    return t.new_empty(()).expand(n, *shape)
 
 
 class MaxPoolRule(LinearMapRule):
@@ -77,7 +72,7 @@ class AvgPool2dRule(LinearMapRule):
         return self.module(t)
 
     def transpose(self, ctx, U):
-        shape = _empty_like_shape(U, U.shape[0], ctx)
+        shape = shape_only((U.shape[0], *ctx), U)
         return torch.ops.aten.avg_pool2d_backward(U, shape, *self.args)
 
 
@@ -95,5 +90,5 @@ class AdaptiveAvgPool2dRule(LinearMapRule):
         return self.module(t)
 
     def transpose(self, ctx, U):
-        shape = _empty_like_shape(U, U.shape[0], ctx)
+        shape = shape_only((U.shape[0], *ctx), U)
         return torch.ops.aten._adaptive_avg_pool2d_backward(U.contiguous(), shape)
