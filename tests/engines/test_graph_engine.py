@@ -439,3 +439,21 @@ def test_train_mode_without_batchnorm_or_dropout_is_exact():
                           nn.Flatten(), nn.Linear(2, 3)).double()
     X, y = torch.randn(4, 1, 4, 4, dtype=torch.float64), torch.randint(0, 3, (4,))
     check_all_kinds(hk.Objective(model, nn.CrossEntropyLoss(), (X, y), mode="train"))
+
+
+def test_model_changed_after_construction_is_followed_or_refused():
+    """A module swapped after the engine was built is used (the graph is read again); a
+    hook registered afterwards is refused by name, not skipped."""
+    torch.manual_seed(6)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Tanh(), nn.Flatten(), nn.Linear(8, 3)).double()
+    X, y = torch.randn(3, 1, 4, 4, dtype=torch.float64), torch.randint(0, 3, (3,))
+    obj = hk.Objective(model, nn.CrossEntropyLoss(), (X, y), params=["0.weight"])
+    engine = GraphEngine(obj)
+    V = torch.randn(obj.n_params, 2, dtype=torch.float64)
+    product(engine, "hessian", V)
+    model[1] = nn.Sigmoid()
+    assert rel_err(product(engine, "hessian", V), explicit_hessian(obj) @ V) < 1e-10
+    model[3].register_forward_pre_hook(lambda m, args: None)
+    for _ in range(2):  # and again on the next product
+        with pytest.raises(UnsupportedModelError, match="'3' \\(Linear\\) has forward pre hooks"):
+            product(engine, "hessian", V)

@@ -41,7 +41,7 @@ from torch import Tensor
 from hesskit.engines.base import Engine
 from hesskit.engines.chain import UnsupportedModelError, loss_problem, loss_terms
 from hesskit.engines.graph.loss import OutputLoss
-from hesskit.engines.graph.reader import ModelGraph, read_graph
+from hesskit.engines.graph.reader import ModelGraph, read_graph, structure
 from hesskit.engines.graph.rules.base import add
 
 __all__ = ["GraphEngine"]
@@ -127,7 +127,13 @@ class GraphEngine(Engine):
 
     def __init__(self, objective):
         super().__init__(objective)
+        self._build()
+
+    def _build(self) -> None:
+        """Read the model (again) and drop every kept forward pass."""
+        objective = self.objective
         self.graph = self._analyse(objective)
+        self._structure = structure(objective.model)  # only once the model is accepted
         self.selected = set(objective.param_names)
         #: node names downstream of a selected parameter: they carry tangents
         self._live: set[str] = set()
@@ -244,11 +250,15 @@ class GraphEngine(Engine):
     def product(self, kind: str, chunk, V: Tensor) -> Tensor:
         """``kind`` in ``{"hessian", "ggn", "functional"}`` times ``V`` (P, k) on one
         chunk (its own reduction, unweighted), in column blocks that fit
-        ``max_workspace_bytes``."""
+        ``max_workspace_bytes``. A model whose structure changed since the last
+        product (a module replaced, a hook registered) is read again, and refused
+        with :class:`UnsupportedModelError` if it is no longer supported."""
         if kind not in _KINDS:
             raise ValueError(f"kind: expected one of {_KINDS}, got {kind!r}")
         if V.shape[1] == 0:
             return V.new_zeros(V.shape)
+        if structure(self.objective.model) != self._structure:
+            self._build()  # modules swapped, hooks added, ...: refused or read again
         state = self._state(chunk, grads=kind != "ggn")
         itemsize = V.element_size()
         per_column = 3 * chunk.size * state.sample_numel * itemsize

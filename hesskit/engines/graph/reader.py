@@ -30,9 +30,11 @@ from hesskit.engines.chain import UnsupportedModelError
 from hesskit.engines.graph.rules import FUNCTION_RULES, METHOD_RULES, MODULE_RULES, Rule
 from hesskit.engines.graph.rules.add import AddRule
 
-__all__ = ["Step", "ModelGraph", "read_graph"]
+__all__ = ["Step", "ModelGraph", "read_graph", "structure"]
 
 _HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+_GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks",
+                 "_global_backward_hooks", "_global_backward_pre_hooks")
 _SIZE_METHODS = ("size", "dim")
 
 
@@ -78,8 +80,7 @@ def _describe(node: fx.Node, model: nn.Module) -> str:
 
 
 def _check_hooks(model: nn.Module) -> None:
-    for kind in ("_global_forward_hooks", "_global_forward_pre_hooks",
-                 "_global_backward_hooks", "_global_backward_pre_hooks"):
+    for kind in _GLOBAL_HOOKS:
         if getattr(module_globals, kind, None):
             raise UnsupportedModelError(f"global module hooks are registered "
                                         f"(torch.nn.modules.module.{kind}); the graph engine "
@@ -94,6 +95,18 @@ def _check_hooks(model: nn.Module) -> None:
         if parametrize.is_parametrized(module):
             raise UnsupportedModelError(f"{label} has parametrizations; the graph engine "
                                         "does not follow them")
+
+
+def structure(model: nn.Module) -> tuple:
+    """What a graph read from ``model`` depends on besides values: every module (by
+    identity and type) with its hook counts and parametrizations, every parameter
+    (by identity), the global hook counts. Equal structures read to the same graph."""
+    modules = tuple((name, id(m), type(m), parametrize.is_parametrized(m),
+                     *(len(getattr(m, kind, ())) for kind in _HOOKS))
+                    for name, m in model.named_modules(remove_duplicate=False))
+    params = tuple((name, id(p)) for name, p in model.named_parameters(remove_duplicate=False))
+    hooks = tuple(len(getattr(module_globals, kind, ())) for kind in _GLOBAL_HOOKS)
+    return modules, params, hooks
 
 
 def _check_sharing(model: nn.Module) -> None:
