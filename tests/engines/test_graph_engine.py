@@ -457,3 +457,21 @@ def test_model_changed_after_construction_is_followed_or_refused():
     for _ in range(2):  # and again on the next product
         with pytest.raises(UnsupportedModelError, match="'3' \\(Linear\\) has forward pre hooks"):
             product(engine, "hessian", V)
+
+
+@pytest.mark.parametrize("loss_fn,targets", [
+    (nn.CrossEntropyLoss(label_smoothing=0.1, ignore_index=1), "indices"),
+    (nn.CrossEntropyLoss(reduction="sum"), "probabilities"),
+    (F.cross_entropy, "indices"),
+    (F.mse_loss, "values"),
+], ids=["smoothing-ignore", "probabilities", "F.cross_entropy", "F.mse_loss"])
+def test_loss_variants(loss_fn, targets):
+    torch.manual_seed(7)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Softplus(), nn.AvgPool2d(2), nn.Flatten(),
+                          nn.Linear(2, 3)).double()
+    X = torch.randn(5, 1, 4, 4, dtype=torch.float64)
+    y = {"indices": torch.tensor([0, 1, 2, 1, 0]),
+         "probabilities": torch.softmax(torch.randn(5, 3, dtype=torch.float64), 1) * 1.5,
+         "values": torch.randn(5, 3, dtype=torch.float64)}[targets]
+    # one chunk: with ignore_index, chunk means weighted by chunk sizes are another objective
+    check_all_kinds(hk.Objective(model, loss_fn, (X, y), reduction="mean"))
