@@ -1,0 +1,161 @@
+"""The graph engine (CNNs, ResNets) against ``func`` and ``autograd``, in one run.
+
+Per-vector cost of a Hessian product ``engine.hessian(chunk, V)`` with ``V`` of k
+columns, in units of one full-batch gradient of the same loss on the same data
+(``Objective.gradient``), at k = 1, 16, 64, on
+
+* LeNet-5 (``hk.models.lenet(10, 3)``, 3x32x32 inputs, N = 256);
+* a CIFAR ResNet with BatchNorm in eval mode, N = 128: the smallest ResNet in
+  ``hk.models``, ResNet18 with ``width_mult`` (default 1/8: stages 8-16-32-64),
+
+for each engine, with 1 and 2 threads (``--threads``). Products are timed at steady
+state: every engine has run one product on the data first (the graph engine keeps
+the forward pass between products, as eigensolvers and trace estimators use it). A
+cell whose estimated time (from the engine's previous k) exceeds
+``--max-cell-seconds`` is skipped and shown as ``-``. Also printed: the machine, the
+float32 GEMM GFLOP/s, the largest relative difference between the engines' products
+(k = 1), and whether the peers (PyHessian, curvlinops) are installed — they are
+timed only where they are. Target of issue 14: the graph engine at <= 1.0 gradient
+per vector for k >= 16.
+
+    python benchmarks/bench_graph.py [--threads 1,2] [--ks 1,16,64] [--repeats 1]
+                                     [--models lenet,resnet] [--resnet-width 0.125]
+                                     [--max-cell-seconds 30] [--json PATH]
+
+``--json`` writes the table (with the machine description) to PATH (temporary
+file, then rename).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import tempfile
+import time
+
+import torch
+from torch import nn
+
+import hesskit as hk
+from hesskit.engines import AutogradEngine, FuncEngine
+from hesskit.engines.graph import GraphEngine
+
+from _common import best_times, machine_info
+from bench_native import gemm_peak
+
+ENGINES = {"graph": GraphEngine, "func": FuncEngine, "autograd": AutogradEngine}
+PEERS = ("pyhessian", "curvlinops")
+
+
+def objective(name: str, resnet_width: float) -> hk.Objective:
+    """The benchmark's model and data (float32, fixed seeds)."""
+    gen = torch.Generator().manual_seed(0)
+    if name == "lenet":
+        model, n = hk.models.get_model("lenet", n_classes=10, in_channels=3, seed=0), 256
+    elif name == "resnet":
+        model = hk.models.get_model("resnet18", n_classes=10, in_channels=3,
+                                    width_mult=resnet_width, seed=0)
+        n = 128
+        with torch.no_grad():  # running statistics away from (0, 1), as after training
+            for m in model.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.running_mean.normal_(0, 0.1, generator=gen)
+                    m.running_var.uniform_(0.5, 1.5, generator=gen)
+    else:
+        raise ValueError(f"--models: expected lenet or resnet, got {name!r}")
+    X = torch.randn(n, 3, 32, 32, generator=gen)
+    y = torch.randint(0, 10, (n,), generator=gen)
+    return hk.Objective(model, nn.CrossEntropyLoss(), (X, y))
+
+
+def case(name: str, args) -> dict:
+    obj = objective(name, args.resnet_width)
+    chunk = next(obj.chunks())
+    t_grad = best_times({"gradient": obj.gradient}, max(args.repeats, 2), "cpu")["gradient"]
+    engines = {label: cls(obj) for label, cls in ENGINES.items()}
+    V1 = torch.randn(obj.n_params, 1, generator=torch.Generator().manual_seed(1))
+    first = {label: e.hessian(chunk, V1) for label, e in engines.items()}  # warm-up
+    ref = first["autograd"]
+    diff = {label: float((out - ref).abs().max() / ref.abs().max()) for label, out in
+            first.items()}
+    cells: dict[str, dict[int, float | None]] = {label: {} for label in engines}
+    seconds_per_vector = {label: 0.0 for label in engines}
+    for k in args.ks:
+        V = torch.randn(obj.n_params, k, generator=torch.Generator().manual_seed(k))
+        active = [label for label in engines
+                  if seconds_per_vector[label] * k <= args.max_cell_seconds]
+        best = {label: float("inf") for label in active}
+        for _ in range(args.repeats):  # engines in turn, so that load hits them all
+            for label in active:
+                t0 = time.perf_counter()
+                engines[label].hessian(chunk, V)
+                best[label] = min(best[label], time.perf_counter() - t0)
+        for label in engines:
+            if label in best:
+                seconds_per_vector[label] = best[label] / k
+            cells[label][k] = best[label] / k / t_grad if label in best else None
+    return {"model": name, "n_params": obj.n_params, "n_samples": obj.n_samples,
+            "gradient_s": t_grad, "per_vector_in_gradients": cells,
+            "max_rel_diff_to_autograd_k1": diff}
+
+
+def print_table(rows: list[dict], ks: list[int]) -> None:
+    header = f"{'threads':>7s} {'model':8s} {'P':>8s} {'grad s':>8s} {'engine':9s} " + \
+        " ".join(f"{'k=' + str(k):>7s}" for k in ks) + f" {'rel diff':>9s}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        for label, cells in r["per_vector_in_gradients"].items():
+            values = " ".join("      -" if cells.get(k) is None else f"{cells[k]:7.2f}"
+                              for k in ks)
+            print(f"{r['threads']:7d} {r['model']:8s} {r['n_params']:8d} {r['gradient_s']:8.3f} "
+                  f"{label:9s} {values} {r['max_rel_diff_to_autograd_k1'][label]:9.1e}")
+
+
+def save(result: dict, path: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(result, f, indent=2)
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--ks", default="1,16,64")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--models", default="lenet,resnet")
+    parser.add_argument("--resnet-width", type=float, default=0.125)
+    parser.add_argument("--max-cell-seconds", type=float, default=30.0)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    args.ks = [int(k) for k in args.ks.split(",")]
+    peers = {p: importlib.util.find_spec(p) is not None for p in PEERS}
+    rows, peaks, machines = [], {}, {}
+    for threads in (int(t) for t in args.threads.split(",")):
+        torch.set_num_threads(threads)
+        peaks[threads] = gemm_peak(torch.float32, "cpu", 5)
+        machines[threads] = machine_info("cpu")
+        for name in args.models.split(","):
+            rows.append({"threads": threads, **case(name, args)})
+    info = machines[min(machines)]
+    print(f"hesskit graph engine, cpu: {info['cpu']}, torch {torch.__version__}, "
+          f"load average {info.get('load_average_1m')}")
+    print("float32 GEMM: " + ", ".join(f"{t} thread(s) {p:.1f} GFLOP/s" for t, p in peaks.items()))
+    print("peers installed: " + ", ".join(f"{p} {'yes' if ok else 'no'}" for p, ok in peers.items())
+          + " (not timed here)")
+    print("per-vector cost of a Hessian product, in full-batch gradients (lower is better):")
+    print_table(rows, args.ks)
+    result = {"machine": machines, "gemm_float32_gflops": peaks, "peers_installed": peers,
+              "ks": args.ks, "resnet_width": args.resnet_width, "rows": rows}
+    if args.json:
+        save(result, args.json)
+        print(f"saved {args.json}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
