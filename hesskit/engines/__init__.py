@@ -1,7 +1,9 @@
 """Engines compute curvature products on one chunk; operators sum them over the data.
 
 ``native`` (priority 30): the compiled sequential engine, for the chains of Linear
-layers and pointwise activations it supports. ``func`` (priority 20, 5 on models with
+layers and pointwise activations it supports. ``graph`` (priority 25): CNNs and
+ResNets read with ``torch.fx``, one rule per layer type (:mod:`hesskit.engines.graph`).
+``func`` (priority 20, 5 on models with
 convolutions, where ``vmap`` is slow: see :meth:`FuncEngine.priority_for`):
 ``torch.func`` vectorized over the k columns. ``autograd`` (priority 10): double
 backward, any differentiable model.
@@ -160,3 +162,4 @@ def make_engine(name: str, objective: Objective) -> Engine:
 register_engine(FuncEngine)
 register_engine(AutogradEngine)
 from hesskit.engines.native import NativeEngine  # noqa: E402,F401  (registers engine "native")
+from hesskit.engines.graph import GraphEngine  # noqa: E402,F401  (registers engine "graph")

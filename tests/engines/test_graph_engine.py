@@ -405,7 +405,7 @@ def test_global_hooks_and_losses_are_refused():
         reason = GraphEngine.unsupported_reason(hk.Objective(model, nn.CrossEntropyLoss(), data))
     finally:
         handle.remove()
-    assert "global module hooks" in reason
+    assert "global forward hook" in reason
     reason = GraphEngine.unsupported_reason(hk.Objective(model, nn.NLLLoss(), data))
     assert "NLLLoss" in reason
     reason = GraphEngine.unsupported_reason(
@@ -475,3 +475,28 @@ def test_loss_variants(loss_fn, targets):
          "values": torch.randn(5, 3, dtype=torch.float64)}[targets]
     # one chunk: with ignore_index, chunk means weighted by chunk sizes are another objective
     check_all_kinds(hk.Objective(model, loss_fn, (X, y), reduction="mean"))
+
+
+# --- in the registry: what engine="auto" uses on CNNs ---------------------------------
+
+def test_auto_uses_the_graph_engine_on_a_cnn_and_matches_the_explicit_hessian():
+    """LeNet (no chain, so not the sequential kernels): ``auto`` takes the graph engine
+    by priority, and the operator's products are the explicit Hessian's."""
+    model = hk.models.get_model("lenet", n_classes=4, in_channels=1, input_size=16,
+                                seed=0).double()
+    X, y = torch.randn(6, 1, 16, 16, dtype=torch.float64), torch.randint(0, 4, (6,))
+    obj = hk.Objective(model, nn.CrossEntropyLoss(), (X, y), params=["0.weight", "9.bias"])
+    H = hk.HessianOperator(obj)
+    assert H.engine.name == "graph"
+    V = torch.randn(obj.n_params, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    assert rel_err(H @ V, explicit_hessian(obj) @ V) < 1e-10
+
+
+def test_batches_mapped_by_an_adapter_are_refused():
+    """``output=`` (or inputs passed as several arguments) is more than
+    ``model(inputs)``: the graph engine, which reads the model alone, refuses it."""
+    model = hk.models.get_model("lenet", n_classes=4, in_channels=1, input_size=16,
+                                seed=0).double()
+    X, y = torch.randn(4, 1, 16, 16, dtype=torch.float64), torch.randint(0, 4, (4,))
+    obj = hk.Objective(model, nn.CrossEntropyLoss(), (X, y), output=lambda out: 2 * out)
+    assert "batch=/output=" in GraphEngine.unsupported_reason(obj)
