@@ -32,7 +32,7 @@ import hesskit as hk
 
 engine, model_kind = sys.argv[1], sys.argv[2]
 torch.manual_seed(0)
-if model_kind == "cnn":   # convolutions: no native rule, auto chooses func or autograd
+if model_kind == "cnn":   # convolutions: the graph engine, or func/autograd by name
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(32, 3))
     X = torch.randn(48, 1, 6, 6)
 else:                     # a chain the native engine follows
@@ -67,16 +67,13 @@ def first_results(engine: str, model: str) -> dict:
 
 
 @pytest.mark.parametrize("engine, model", [("autograd", "cnn"), ("func", "cnn"),
-                                           ("native", "mlp")])
+                                           ("graph", "cnn"), ("native", "mlp")])
 def test_fixed_engine_gives_the_same_bits_in_two_processes(engine, model):
     first, second = first_results(engine, model), first_results(engine, model)
     assert first["engine"] == engine
     assert first == second
 
 
-@pytest.mark.xfail(reason="the engine='auto' of this branch races func against autograd on "
-                          "a timing; deterministic once branch trust-attn (fixed priority) "
-                          "is merged -- then remove this marker", strict=False)
 def test_auto_engine_gives_the_same_bits_in_two_processes():
     first, second = first_results("auto", "cnn"), first_results("auto", "cnn")
     assert first == second
