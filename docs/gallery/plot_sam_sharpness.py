@@ -8,6 +8,7 @@ worst point of a small ball around the weights. A
 Hessian eigenvalue of a fixed probe set every few steps; trained with the same
 learning rate, SAM ends at a flatter point than plain SGD.
 """
+import matplotlib.pyplot as plt
 import torch
 from torch import nn
 
@@ -50,6 +51,9 @@ history = {"SGD": train(use_sam=False), "SAM (rho = 0.1)": train(use_sam=True)}
 for name, (_, values) in history.items():
     print(f"{name}: final lambda_max {values[-1]:.2f}")
 
-ax = hk.plotting.plot_history(history, xlabel="step", ylabel=r"$\lambda_{\max}$",
-                              title="top Hessian eigenvalue along training")
-ax.figure.tight_layout()
+fig, ax = plt.subplots()
+for name, (recorded, values) in history.items():
+    ax.plot(recorded, values, marker="o", label=name)
+ax.set(xlabel="step", ylabel=r"$\lambda_{\max}$", title="top Hessian eigenvalue along training")
+ax.legend()
+fig.tight_layout()
