@@ -179,6 +179,14 @@ class Objective:
         >>> obj = Objective(model, nn.CrossEntropyLoss(), (X, y))
         >>> obj.n_params, obj.n_samples
         (67, 100)
+
+        Dict batches (a tokenizer's) through the ``batch=`` adapter:
+
+        >>> batches = [{"x": X[:60], "labels": y[:60]}, {"x": X[60:], "labels": y[60:]}]
+        >>> obj = Objective(model, nn.CrossEntropyLoss(), batches,
+        ...                 batch=lambda b: (b["x"], b["labels"]))
+        >>> obj.n_batches, obj.n_samples
+        (2, 100)
     """
 
     def __init__(self, model: nn.Module, loss_fn: Callable, data: Any, *,
