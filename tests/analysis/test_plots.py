@@ -1,6 +1,9 @@
 """The landscape, alignment and decision-boundary figures: what is drawn, labels, and
 argument checks."""
+import io
+
 import matplotlib
+import matplotlib.figure
 
 matplotlib.use("Agg")
 
@@ -126,4 +129,65 @@ def test_plot_boundary_maps_marked_points():
     offsets = [c.get_offsets() for c in ax.collections if c.get_label() in ("$x_b$", "pair")]
     np.testing.assert_allclose(offsets[0], [[0.0, 0.1]])
     np.testing.assert_allclose(offsets[1], [[0.5, 0.5], [-0.5, 0.5]])
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- layout
+
+
+def _outside_canvas(fig):
+    """The axes whose drawn texts (tick labels, axis labels, title) a default ``savefig`` clips,
+    with the box they need and the canvas, in pixels."""
+    fig.savefig(io.BytesIO(), format="png")  # the saved layout, as a user gets it
+    renderer = fig.canvas.get_renderer()
+    canvas = fig.bbox
+    clipped = []
+    for i, ax in enumerate(fig.axes):
+        if not ax.get_visible():
+            continue
+        box = ax.get_tightbbox(renderer)  # everything drawn for these axes, labels included
+        if (box.x0 < canvas.x0 - 0.5 or box.y0 < canvas.y0 - 0.5
+                or box.x1 > canvas.x1 + 0.5 or box.y1 > canvas.y1 + 0.5):
+            clipped.append((i, tuple(round(v) for v in box.extents), tuple(canvas.extents)))
+    return clipped
+
+
+def _density():
+    import hesskit as hk
+
+    A = torch.diag(torch.linspace(-0.5, 120.0, 200, dtype=torch.float64))
+    return hk.spectral_density(A, n_runs=2, n_steps=20)
+
+
+def _default_size_figures():
+    from hesskit import plotting as P
+
+    d = _density()
+    runs = [{"lambda_max": 20.0, "test_accuracy": 0.95, "lr": 0.1, "batch_size": 32},
+            {"lambda_max": 60.0, "test_accuracy": 0.93, "lr": 0.02, "batch_size": 128}]
+    return {
+        "density": lambda: P.plot_density(d),
+        "landscape_1d": lambda: plot_landscape(_landscape(1), labels=["$v_1$"]),
+        "landscape_2d": lambda: plot_landscape(_landscape(2), labels=("a", "b")),
+        "layer_distances": lambda: P.plot_layer_distances(
+            {"epoch 1": ([0, 0.5, 1], [0.3, 0.1, 0.2])}, layer_names=["conv1", "conv2", "fc"]),
+        "layer_densities": lambda: P.plot_layer_densities(d, {"fc": d}),
+        "history": lambda: P.plot_history({"SGD": ([1, 2, 3], [5000.0, 4000.0, 3500.0])}, ylabel="trace"),
+        "method_bars": lambda: P.plot_method_bars(["SGD", "SGD + L2", "SGD + HTR"], [2.0, 1.9, 1.8],
+                                                  [0.1, 0.1, 0.2]),
+        "rank_sweep": lambda: P.plot_rank_sweep([10, 20, 40], {"loss": [100, 200, 400]},
+                                                xlabel="width", title="rank"),
+        "sharpness_generalization": lambda: P.plot_sharpness_generalization(runs),
+        "edge_of_stability": lambda: P.plot_edge_of_stability([0.02, 0.2], [95.0, 10.5]),
+        "alignment_maps": lambda: plot_alignment_maps(
+            torch.rand(24, 3), *torch.meshgrid(torch.linspace(-1, 1, 6), torch.linspace(-1, 1, 4),
+                                               indexing="xy"), torch.tensor([3.0, 2.0, 0.5]), ncols=2),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_default_size_figures()))
+def test_saved_default_size_figures_keep_their_labels_on_the_canvas(name):
+    made = _default_size_figures()[name]()
+    fig = made if isinstance(made, matplotlib.figure.Figure) else made.figure
+    assert _outside_canvas(fig) == []
     plt.close(fig)
