@@ -90,11 +90,12 @@ class SAM(WrappedOptimizer):
       calls ``backward()`` and returns the loss. It is evaluated at ``w`` and at
       ``w + e``; the loss at ``w`` is returned.
     * davda54/sam's loop: ``loss_fn(model(x), y).backward()`` first, then
-      ``step(closure)``. A gradient computed since the last SAM step (a
-      ``backward()`` into fresh or cleared ``.grad``; not one left over by the
-      previous step, nor all zeros) is taken as the gradient at ``w``, so the
-      closure runs once, at ``w + e``, and ``step`` returns ``None`` (the caller
-      holds the loss at ``w``), as in davda54/sam.
+      ``step(closure)``. When ``.grad`` holds a gradient written since the last
+      SAM step (not the one that step left there, and not all zeros), it is
+      taken as the gradient at ``w``: the closure runs once, at ``w + e``, and
+      ``step`` returns ``None`` (the caller holds the loss at ``w``), as in
+      davda54/sam. A ``backward()`` before ``step`` must therefore be of the
+      closure's loss at the current ``w``.
     * ``first_step()`` / ``second_step()`` for hand-written loops (and AMP)::
 
           loss_fn(model(x), y).backward()
@@ -420,8 +421,9 @@ class SAM(WrappedOptimizer):
 def disable_running_stats(model: nn.Module) -> Iterator[nn.Module]:
     """Context in which forward passes leave the normalization running statistics unchanged.
 
-    For SAM's second forward pass at :math:`w + e`, so that each batch is
-    counted once. Training-mode layers still normalize with the batch
+    :class:`SAM` applies the same rule by itself while the parameters hold
+    :math:`w + e`; this context is for other loops with an extra forward pass
+    that should not count its batch. Training-mode layers still normalize with the batch
     statistics; nothing else about the forward or backward pass changes, and
     ``backward()`` may run inside or after the block. Inside the block:
 
