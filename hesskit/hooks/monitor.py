@@ -267,6 +267,12 @@ class HessianMonitor:
     def attach(self, optimizer: torch.optim.Optimizer):
         """Measures after every ``every``-th ``optimizer.step()`` from now on.
 
+        A :class:`~hesskit.optim.SAM` step counts once, measured back at ``w``
+        after its base step, whether it is driven by ``step(closure)`` or by
+        ``first_step()`` / ``second_step()``. A loop that steps another optimizer
+        directly (SAM's GradScaler recipe steps ``opt.base_optimizer``) is
+        monitored by attaching to that optimizer.
+
         Args:
             optimizer: the training optimizer (any ``torch.optim.Optimizer``).
 
