@@ -47,6 +47,7 @@ from hesskit.objective import Objective
 from hesskit.operators import HessianOperator
 from hesskit.spectral import eigenvalues, spectral_density, trace
 from hesskit.spectral._common import check_int, check_positive_float
+from hesskit.spectral.density import N_RUNS, N_STEPS
 
 __all__ = ["HessianMonitor", "measure_metrics", "METRICS"]
 
@@ -58,7 +59,7 @@ LOG_FILE = "hessian_monitor.jsonl"
 
 
 def measure_metrics(obj: Objective, metrics: Iterable[str] = ("lambda_max", "trace"), *,
-                    k: int = 1, n_probes: int = 100, n_runs: int = 10, n_steps: int = 80,
+                    k: int = 1, n_probes: int = 100, n_runs: int = N_RUNS, n_steps: int = N_STEPS,
                     tol: Optional[float] = None, seed: int = 0, previous: Optional[Tensor] = None,
                     between_iterates: int = 0, engine: str = "auto") -> dict[str, Any]:
     """Hessian metrics of ``obj`` at its current parameters, as JSON values.
@@ -72,8 +73,9 @@ def measure_metrics(obj: Objective, metrics: Iterable[str] = ("lambda_max", "tra
         metrics: names from :data:`METRICS`.
         k: eigenvalues of ``"top_k"`` (and per layer of ``"layerwise"``).
         n_probes: Rademacher probes of the ``"trace"`` estimate (and per layer).
-        n_runs: Lanczos runs of ``"density"``.
-        n_steps: Lanczos steps per run of ``"density"``.
+        n_runs: Lanczos runs of ``"density"`` (default: that of
+            :func:`~hesskit.spectral_density`).
+        n_steps: Lanczos steps per run of ``"density"`` (default: as ``n_runs``).
         tol: relative residual of the eigenvalues (default: that of
             :func:`~hesskit.spectral.eigenvalues`, ``max(1e-6, 128 ε)``).
         seed: seed of every random start and probe (the same for every call, so
@@ -212,8 +214,9 @@ class HessianMonitor:
         k: eigenvalues of ``"top_k"`` and per layer.
         between_iterates: ``0`` (off) or ``n >= 2`` points between two iterates.
         n_probes: probes of the trace estimates.
-        n_runs: Lanczos runs of ``"density"``.
-        n_steps: Lanczos steps of ``"density"``.
+        n_runs: Lanczos runs of ``"density"`` (default: that of
+            :func:`~hesskit.spectral_density`).
+        n_steps: Lanczos steps of ``"density"`` (default: as ``n_runs``).
         tol: relative residual of the eigenvalues (default: that of
             :func:`~hesskit.spectral.eigenvalues`, ``max(1e-6, 128 ε)``).
         seed: seed of the random starts and probes, the same at every measurement.
@@ -234,8 +237,9 @@ class HessianMonitor:
 
     def __init__(self, obj: Objective, every: int = 100,
                  metrics: Iterable[str] = ("lambda_max", "trace"), log_dir: Optional[str] = None,
-                 writer: Any = None, k: int = 1, between_iterates: int = 0, n_probes: int = 100, n_runs: int = 10,
-                 n_steps: int = 80, tol: Optional[float] = None, seed: int = 0, engine: str = "auto"):
+                 writer: Any = None, k: int = 1, between_iterates: int = 0, n_probes: int = 100,
+                 n_runs: int = N_RUNS, n_steps: int = N_STEPS, tol: Optional[float] = None,
+                 seed: int = 0, engine: str = "auto"):
         if not isinstance(obj, Objective):
             raise TypeError(f"obj: expected a hesskit.Objective, got {type(obj).__name__}")
         self.obj = obj
