@@ -463,7 +463,7 @@ def disable_running_stats(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def _freeze_running_stats(module: nn.Module, changed: list[tuple[nn.Module, str, Any]]) -> None:
-    """Stop one normalization layer from updating its running statistics; append what changed to ``changed``."""
+    """Stop one normalization layer from updating its running statistics; record the change in ``changed``."""
     if isinstance(module, _BatchNorm) and module.track_running_stats:
         changed.append((module, "track_running_stats", True))
         module.track_running_stats = False
