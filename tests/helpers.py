@@ -2,6 +2,8 @@
 
 Import as ``from helpers import explicit_hessian`` (``tests/`` is on pytest's pythonpath).
 """
+import io
+
 import torch
 from torch import nn
 from torch.func import functional_call
@@ -65,3 +67,20 @@ class SmallCNN(nn.Module):
     def forward(self, x):
         x = self.pool(torch.tanh(self.bn(self.conv(x))))
         return self.fc(x.flatten(1))
+
+
+def clipped_axes(fig):
+    """The axes whose drawn texts (tick labels, axis labels, title) a default ``savefig`` clips,
+    with the box they need and the canvas, in pixels."""
+    fig.savefig(io.BytesIO(), format="png")  # the saved layout, as a user gets it
+    renderer = fig.canvas.get_renderer()
+    canvas = fig.bbox
+    clipped = []
+    for i, ax in enumerate(fig.axes):
+        if not ax.get_visible():
+            continue
+        box = ax.get_tightbbox(renderer)  # everything drawn for these axes, labels included
+        if (box.x0 < canvas.x0 - 0.5 or box.y0 < canvas.y0 - 0.5
+                or box.x1 > canvas.x1 + 0.5 or box.y1 > canvas.y1 + 0.5):
+            clipped.append((i, tuple(round(v) for v in box.extents), tuple(canvas.extents)))
+    return clipped

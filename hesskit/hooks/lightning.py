@@ -36,7 +36,6 @@ Example (with Lightning installed)::
 """
 from __future__ import annotations
 
-import contextlib
 import importlib
 import numbers
 from collections.abc import Mapping
@@ -44,7 +43,7 @@ from typing import Any
 
 import torch
 
-from hesskit.optim.sam import SAM, disable_running_stats
+from hesskit.optim.sam import SAM
 
 __all__ = ["HessianMonitorCallback", "SAMLightningMixin", "lightning_module"]
 
@@ -135,9 +134,8 @@ class SAMLightningMixin:
     ``training_loss(batch, batch_idx) -> loss``; ``configure_optimizers`` must
     return a SAM optimizer. Each ``training_step`` calls the Lightning
     optimizer's ``step(closure=...)``, which runs :meth:`SAM.step <hesskit.optim.SAM.step>`:
-    the closure evaluates ``training_loss`` at ``w`` and then at ``w + e``, the
-    second time inside :func:`~hesskit.optim.disable_running_stats` so the
-    BatchNorm statistics see each batch once. Going through the Lightning
+    the closure evaluates ``training_loss`` at ``w`` and then at ``w + e``, and
+    SAM keeps the BatchNorm statistics of the first pass only. Going through the Lightning
     optimizer keeps ``trainer.global_step`` and the precision plugin in the
     loop. ``training_step`` returns the loss at ``w`` (detached).
 
@@ -152,8 +150,8 @@ class SAMLightningMixin:
           ``self.lr_schedulers().step()`` where the schedule needs it.
         * Returning SAM from ``configure_optimizers`` without this mixin (automatic
           optimization) also works in 32-bit: Lightning passes its closure to
-          ``SAM.step``, which runs ``training_step`` twice, but BatchNorm then counts
-          every batch twice.
+          ``SAM.step``, which runs ``training_step`` twice; BatchNorm counts each
+          batch once there too.
     """
 
     automatic_optimization = False
@@ -171,16 +169,11 @@ class SAMLightningMixin:
                 f"{type(self).__name__} uses SAMLightningMixin, so configure_optimizers must return a "
                 f"hesskit.optim.SAM, got {type(sam).__name__}"
             )
-        evaluations = 0
 
         def closure() -> torch.Tensor:
-            nonlocal evaluations
-            second_pass = disable_running_stats(self) if evaluations else contextlib.nullcontext()
-            with second_pass:
-                loss = self.training_loss(batch, batch_idx)
+            loss = self.training_loss(batch, batch_idx)
             optimizer.zero_grad()
             self.manual_backward(loss)
-            evaluations += 1
             return loss
 
         return optimizer.step(closure=closure).detach()

@@ -35,6 +35,7 @@ import contextlib
 import json
 import numbers
 import os
+import warnings
 from typing import Any, Iterable, Optional
 
 import torch
@@ -46,6 +47,7 @@ from hesskit.objective import Objective
 from hesskit.operators import HessianOperator
 from hesskit.spectral import eigenvalues, spectral_density, trace
 from hesskit.spectral._common import check_int, check_positive_float
+from hesskit.spectral.density import N_RUNS, N_STEPS
 
 __all__ = ["HessianMonitor", "measure_metrics", "METRICS"]
 
@@ -57,7 +59,7 @@ LOG_FILE = "hessian_monitor.jsonl"
 
 
 def measure_metrics(obj: Objective, metrics: Iterable[str] = ("lambda_max", "trace"), *,
-                    k: int = 1, n_probes: int = 100, n_runs: int = 10, n_steps: int = 80,
+                    k: int = 1, n_probes: int = 100, n_runs: int = N_RUNS, n_steps: int = N_STEPS,
                     tol: Optional[float] = None, seed: int = 0, previous: Optional[Tensor] = None,
                     between_iterates: int = 0, engine: str = "auto") -> dict[str, Any]:
     """Hessian metrics of ``obj`` at its current parameters, as JSON values.
@@ -71,8 +73,9 @@ def measure_metrics(obj: Objective, metrics: Iterable[str] = ("lambda_max", "tra
         metrics: names from :data:`METRICS`.
         k: eigenvalues of ``"top_k"`` (and per layer of ``"layerwise"``).
         n_probes: Rademacher probes of the ``"trace"`` estimate (and per layer).
-        n_runs: Lanczos runs of ``"density"``.
-        n_steps: Lanczos steps per run of ``"density"``.
+        n_runs: Lanczos runs of ``"density"`` (default: that of
+            :func:`~hesskit.spectral_density`).
+        n_steps: Lanczos steps per run of ``"density"`` (default: as ``n_runs``).
         tol: relative residual of the eigenvalues (default: that of
             :func:`~hesskit.spectral.eigenvalues`, ``max(1e-6, 128 ε)``).
         seed: seed of every random start and probe (the same for every call, so
@@ -187,8 +190,9 @@ class HessianMonitor:
     computes :func:`measure_metrics` on its objective at the current parameters,
     appends ``{"step": step, **values}`` to :attr:`history` and, with a
     ``log_dir``, appends it as one JSON line to ``log_dir/hessian_monitor.jsonl``
-    (flushed at once) and writes its scalars to TensorBoard when
-    ``torch.utils.tensorboard`` can be imported (silently skipped otherwise). With an
+    (flushed at once) and writes its scalars to TensorBoard (a ``SummaryWriter`` on
+    ``log_dir``, or the ``writer`` given); without the ``tensorboard`` package it
+    says so once (a ``UserWarning``) and writes only the JSON lines. With an
     objective sharded over ``torch.distributed`` processes, every process measures
     (and holds the same history) and only rank 0 writes the files.
 
@@ -207,11 +211,16 @@ class HessianMonitor:
         every: measure after every ``every``-th optimizer step.
         metrics: names from :data:`METRICS`.
         log_dir: folder of the JSON-lines log and TensorBoard events; None: no files.
+        writer: an existing ``torch.utils.tensorboard.SummaryWriter`` (anything with
+            ``add_scalar(tag, value, step)``) that receives the scalars instead of a
+            new writer on ``log_dir``; it works without ``log_dir`` and is left open
+            by :meth:`close` (its owner closes it).
         k: eigenvalues of ``"top_k"`` and per layer.
         between_iterates: ``0`` (off) or ``n >= 2`` points between two iterates.
         n_probes: probes of the trace estimates.
-        n_runs: Lanczos runs of ``"density"``.
-        n_steps: Lanczos steps of ``"density"``.
+        n_runs: Lanczos runs of ``"density"`` (default: that of
+            :func:`~hesskit.spectral_density`).
+        n_steps: Lanczos steps of ``"density"`` (default: as ``n_runs``).
         tol: relative residual of the eigenvalues (default: that of
             :func:`~hesskit.spectral.eigenvalues`, ``max(1e-6, 128 ε)``).
         seed: seed of the random starts and probes, the same at every measurement.
@@ -240,8 +249,9 @@ class HessianMonitor:
 
     def __init__(self, obj: Objective, every: int = 100,
                  metrics: Iterable[str] = ("lambda_max", "trace"), log_dir: Optional[str] = None,
-                 k: int = 1, between_iterates: int = 0, n_probes: int = 100, n_runs: int = 10,
-                 n_steps: int = 80, tol: Optional[float] = None, seed: int = 0, engine: str = "auto"):
+                 writer: Any = None, k: int = 1, between_iterates: int = 0, n_probes: int = 100,
+                 n_runs: int = N_RUNS, n_steps: int = N_STEPS, tol: Optional[float] = None,
+                 seed: int = 0, engine: str = "auto"):
         if not isinstance(obj, Objective):
             raise TypeError(f"obj: expected a hesskit.Objective, got {type(obj).__name__}")
         self.obj = obj
@@ -250,6 +260,9 @@ class HessianMonitor:
         if log_dir is not None and not isinstance(log_dir, (str, os.PathLike)):
             raise TypeError(f"log_dir: expected a path or None, got {type(log_dir).__name__}")
         self.log_dir = None if log_dir is None else os.fspath(log_dir)
+        if writer is not None and not callable(getattr(writer, "add_scalar", None)):
+            raise TypeError(f"writer: expected a SummaryWriter (with add_scalar), got "
+                            f"{type(writer).__name__}")
         self.between_iterates = _check_between(between_iterates)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
@@ -263,11 +276,18 @@ class HessianMonitor:
         self.steps = 0
         self._previous: Optional[Tensor] = None
         self._previous_step: Optional[int] = None
-        self._writer = None  # None: not tried yet; False: TensorBoard unavailable
+        self._own_writer = writer is None  # a writer we create is ours to close
+        self._writer = writer  # None: not tried yet; False: TensorBoard unavailable
 
     # ---------------------------------------------------------------- schedule
     def attach(self, optimizer: torch.optim.Optimizer):
         """Measures after every ``every``-th ``optimizer.step()`` from now on.
+
+        A :class:`~hesskit.optim.SAM` step counts once, measured back at ``w``
+        after its base step, whether it is driven by ``step(closure)`` or by
+        ``first_step()`` / ``second_step()``. A loop that steps another optimizer
+        directly (SAM's GradScaler recipe steps ``opt.base_optimizer``) is
+        monitored by attaching to that optimizer.
 
         Args:
             optimizer: the training optimizer (any ``torch.optim.Optimizer``).
@@ -315,7 +335,7 @@ class HessianMonitor:
             values["lambda_max_between"] = None  # no previous iterate to compare with
         record = {"step": step, **values}
         self.history.append(record)
-        if self.log_dir is not None and self._logging_rank():
+        if self._logging_rank():
             self._log(record)
         return record
 
@@ -327,31 +347,38 @@ class HessianMonitor:
 
     # ---------------------------------------------------------------- logging
     def _log(self, record: dict) -> None:
-        os.makedirs(self.log_dir, exist_ok=True)
-        with open(os.path.join(self.log_dir, LOG_FILE), "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
+        if self.log_dir is not None:
+            os.makedirs(self.log_dir, exist_ok=True)
+            with open(os.path.join(self.log_dir, LOG_FILE), "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+                f.flush()
         writer = self._tensorboard()
         if writer:
             for tag, value in scalars(record).items():
                 writer.add_scalar(tag, value, record["step"])
-            writer.flush()
+            if callable(getattr(writer, "flush", None)):
+                writer.flush()
 
     def _tensorboard(self):
-        if self._writer is None:
+        """The writer of the scalars: the given one, a new one on ``log_dir``, or False."""
+        if self._writer is None and self.log_dir is not None:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:  # the tensorboard package is optional
                 self._writer = False
+                warnings.warn("HessianMonitor: TensorBoard is not installed (`pip install tensorboard`); "
+                              f"the metrics go to {os.path.join(self.log_dir, LOG_FILE)} only",
+                              UserWarning, stacklevel=2)
             else:
                 self._writer = SummaryWriter(log_dir=self.log_dir)
         return self._writer
 
     def close(self) -> None:
-        """Closes the TensorBoard writer (the JSON-lines log needs no closing)."""
-        if self._writer:
-            self._writer.close()
-        self._writer = None
+        """Closes the TensorBoard writer it created (a given ``writer`` stays open)."""
+        if self._own_writer:
+            if self._writer:
+                self._writer.close()
+            self._writer = None
 
     def __repr__(self) -> str:
         return (f"HessianMonitor(every={self.every}, metrics={self.metrics}, "

@@ -1,7 +1,8 @@
 """Curvature-aware optimizers.
 
 ``SAM``: Sharpness-Aware Minimization around any ``torch.optim`` optimizer
-(``adaptive=True``: ASAM), with ``disable_running_stats`` for its second pass.
+(``adaptive=True``: ASAM; it keeps the BatchNorm statistics of the pass at ``w``), and
+``disable_running_stats`` for hand-written loops that need the same.
 ``SGDHTR``: SGD with the Hessian-trace penalty of ``hesskit.regularizers.HessianTrace``.
 """
 from hesskit.optim.htr import SGDHTR

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -83,22 +84,37 @@ class SAM(WrappedOptimizer):
     optimizer, ``state_dict()`` holds the base optimizer's state and SAM's
     per-group ``rho``/``adaptive``.
 
-    Two ways to drive it:
+    Three ways to drive it, all with two forward/backward passes per step:
 
     * ``step(closure)``: the closure zeroes the gradients, computes the loss,
       calls ``backward()`` and returns the loss. It is evaluated at ``w`` and at
       ``w + e``; the loss at ``w`` is returned.
+    * davda54/sam's loop: ``loss_fn(model(x), y).backward()`` first, then
+      ``step(closure)``. When ``.grad`` holds a gradient written since the last
+      SAM step (not the one that step left there, and not all zeros), it is
+      taken as the gradient at ``w``: the closure runs once, at ``w + e``, and
+      ``step`` returns ``None`` (the caller holds the loss at ``w``), as in
+      davda54/sam. A ``backward()`` before ``step`` must therefore be of the
+      closure's loss at the current ``w``.
     * ``first_step()`` / ``second_step()`` for hand-written loops (and AMP)::
 
           loss_fn(model(x), y).backward()
           opt.first_step(zero_grad=True)               # w -> w + e
-          with hk.optim.disable_running_stats(model):  # BatchNorm: count the batch once
-              loss_fn(model(x), y).backward()
+          loss_fn(model(x), y).backward()
           opt.second_step(zero_grad=True)              # back to w, base step
 
-      An LR scheduler watches ``step()``, so on this path it warns once that
-      ``lr_scheduler.step()`` came before ``optimizer.step()``; the warning is
-      spurious (the schedule is applied as usual).
+    In every style the step is a real ``step()``: ``second_step()`` calls it,
+    so LR schedulers on the SAM object see it (no "``lr_scheduler.step()``
+    before ``optimizer.step()``" warning) and step hooks
+    (``register_step_post_hook``, :class:`~hesskit.hooks.HessianMonitor`) fire
+    once per completed SAM step, back at ``w``.
+
+    BatchNorm counts each batch once, in every style: while the parameters hold
+    ``w + e`` (from :meth:`first_step` to :meth:`restore`), every normalization
+    layer that runs a forward pass leaves its running statistics as they were
+    (as :func:`disable_running_stats` does, through a global module forward
+    pre-hook that lives only for that window), so the statistics are those of
+    the pass at ``w``.
 
     Mixed precision with ``torch.amp.GradScaler``: unscale before the
     perturbation (its norm needs the true gradient) and skip the step on
@@ -115,12 +131,15 @@ class SAM(WrappedOptimizer):
               scaler.update()                  # backs the scale off
               continue
           opt.first_step(zero_grad=True)
-          with torch.autocast(device), hk.optim.disable_running_stats(model):
+          with torch.autocast(device):
               scaler.scale(loss_fn(model(x), y)).backward()
           opt.restore()                        # back to w, keeping the gradient at w + e
           scaler.step(opt.base_optimizer)      # unscales it; skips the update on inf/nan
           scaler.update()
           opt.zero_grad()
+
+      This path steps the base optimizer itself: attach LR schedulers and step
+      hooks to ``opt.base_optimizer`` here.
 
     Under ``DistributedDataParallel``: give SAM the DDP model's parameters
     (``ddp_model.parameters()``, the wrapped module's tensors) and run BOTH
@@ -143,7 +162,7 @@ class SAM(WrappedOptimizer):
     (:math:`e_r`, the per-device "m-sharpness" of Foret et al.); the gradients at
     :math:`w + e_r` are still averaged. ``step()`` returns this rank's loss.
     BatchNorm uses per-rank batch statistics unless converted to
-    ``SyncBatchNorm``; ``disable_running_stats`` accepts the DDP module.
+    ``SyncBatchNorm``.
 
     Args:
         params: parameters or param groups, as for any ``torch.optim`` optimizer
@@ -197,6 +216,9 @@ class SAM(WrappedOptimizer):
         _check_rho(rho, "rho")
         self._exclude = _exclusion_rule(adaptive_exclude)
         self._backup: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._frozen_stats: list[tuple[nn.Module, str, Any]] = []
+        self._stats_hook: torch.utils.hooks.RemovableHandle | None = None
+        self._spent_grads: dict[torch.Tensor, tuple[weakref.ref, int]] = {}
         super().__init__(params, {"rho": rho, "adaptive": adaptive})
         self._adopt(base_optimizer(self.param_groups, **base_kwargs))
         list(self._perturbed_params())  # fail now, not at the first step, if name patterns lack names
@@ -224,7 +246,8 @@ class SAM(WrappedOptimizer):
     def first_step(self, zero_grad: bool = False) -> None:
         r"""Move to :math:`w + e`, :math:`e = \rho\, T_w^2 g / \|T_w g\|`, with ``g`` the current ``.grad``.
 
-        Saves :math:`w` for :meth:`restore` / :meth:`second_step`.
+        Saves :math:`w` for :meth:`restore` / :meth:`second_step`. Until then,
+        normalization layers run in a forward pass keep their running statistics.
 
         Args:
             zero_grad: clear the gradients afterwards (ready for the second backward).
@@ -236,6 +259,7 @@ class SAM(WrappedOptimizer):
             raise RuntimeError("first_step() was called twice without second_step() or restore() in between")
         entries = list(self._perturbed_params())
         self._backup = [(p, p.detach().clone()) for p, _, _ in entries]
+        self._stats_hook = nn.modules.module.register_module_forward_pre_hook(self._freeze_stats_hook)
         if entries:
             # T g per parameter, then ONE norm over all of them (accumulated in a common dtype/device).
             scaled_grads = [p.grad * p.abs() if scaled else p.grad for p, _, scaled in entries]
@@ -264,20 +288,36 @@ class SAM(WrappedOptimizer):
         Raises:
             RuntimeError: no :meth:`first_step` is pending.
         """
-        if self._backup is None:
-            raise RuntimeError("restore()/second_step() called without a preceding first_step()")
+        self._require_pending()
         for p, saved in self._backup:
             p.copy_(saved)
         self._backup = None
+        self._stats_hook.remove()
+        self._stats_hook = None
+        _restore_attributes(self._frozen_stats)
+
+    def _require_pending(self) -> None:
+        if self._backup is None:
+            raise RuntimeError("restore()/second_step() called without a preceding first_step()")
+
+    def _freeze_stats_hook(self, module: nn.Module, args: Any) -> None:
+        """Global forward pre-hook while the parameters hold ``w + e``: keep running statistics."""
+        _freeze_running_stats(module, self._frozen_stats)
 
     def second_step(self, zero_grad: bool = False) -> None:
         """Return to :math:`w` and let the base optimizer step with the gradient taken at :math:`w + e`.
 
+        It calls :meth:`step` (without a closure), so that LR schedulers and step
+        hooks registered on this optimizer see the step.
+
         Args:
             zero_grad: clear the gradients afterwards.
+
+        Raises:
+            RuntimeError: no :meth:`first_step` is pending.
         """
-        self.restore()
-        self.base_optimizer.step()
+        self._require_pending()
+        self.step()
         if zero_grad:
             self.zero_grad()
 
@@ -285,21 +325,33 @@ class SAM(WrappedOptimizer):
         """One SAM step driven by ``closure`` (zero grads, loss, ``backward()``, return the loss).
 
         The closure is evaluated at :math:`w` and at :math:`w + e`; if the second
-        evaluation raises, the parameters are restored to :math:`w` first.
+        evaluation raises, the parameters are restored to :math:`w` first. When
+        ``.grad`` already holds a gradient computed since the last SAM step (the
+        davda54/sam loop: ``backward()`` before ``step(closure)``), that gradient is
+        the one at :math:`w` and the closure runs only at :math:`w + e`.
+
+        Without a closure, after :meth:`first_step`, it completes the step
+        (:meth:`second_step` calls it this way).
 
         Returns:
-            The loss returned by the closure at :math:`w`.
+            The loss returned by the closure at :math:`w`; ``None`` when the
+            gradient at :math:`w` was given or no closure was passed.
 
         Raises:
-            ValueError: no closure (use :meth:`first_step` / :meth:`second_step` instead).
+            ValueError: no closure and no pending :meth:`first_step`.
         """
         if closure is None:
-            raise ValueError(
-                "SAM.step() needs a closure that zeroes the gradients, computes the loss, calls "
-                "backward() and returns the loss (or call first_step() and second_step() yourself)"
-            )
-        with torch.enable_grad():
-            loss = closure()
+            if self._backup is None:
+                raise ValueError(
+                    "SAM.step() needs a closure that zeroes the gradients, computes the loss, calls "
+                    "backward() and returns the loss (or call first_step() and second_step() yourself)"
+                )
+            self._finish()
+            return None
+        loss = None
+        if not self._holds_new_gradient():
+            with torch.enable_grad():
+                loss = closure()
         self.first_step(zero_grad=True)
         try:
             with torch.enable_grad():
@@ -307,8 +359,36 @@ class SAM(WrappedOptimizer):
         except BaseException:
             self.restore()
             raise
-        self.second_step()
+        self._finish()
         return loss
+
+    def _finish(self) -> None:
+        """Back to ``w``, base step, and remember the gradients this step leaves in ``.grad``."""
+        self.restore()
+        self.base_optimizer.step()
+        self._spent_grads = {
+            p: (weakref.ref(p.grad), p.grad._version)
+            for group in self.param_groups
+            for p in group["params"]
+            if p.grad is not None
+        }
+
+    @torch.no_grad()
+    def _holds_new_gradient(self) -> bool:
+        """Whether ``.grad`` holds a gradient computed since the last step (not left over, not all zeros)."""
+        grads = []
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                ref, version = self._spent_grads.get(p, (None, None))
+                if ref is not None and ref() is p.grad and p.grad._version == version:
+                    return False  # the gradient at w + e that the last step left behind
+                grads.append(p.grad)
+        if not grads:
+            return False
+        device = grads[0].device
+        return bool(torch.stack([g.ne(0).any().to(device) for g in grads]).any())
 
     @torch.no_grad()
     def grads_finite(self) -> bool:
@@ -341,8 +421,9 @@ class SAM(WrappedOptimizer):
 def disable_running_stats(model: nn.Module) -> Iterator[nn.Module]:
     """Context in which forward passes leave the normalization running statistics unchanged.
 
-    For SAM's second forward pass at :math:`w + e`, so that each batch is
-    counted once. Training-mode layers still normalize with the batch
+    :class:`SAM` applies the same rule by itself while the parameters hold
+    :math:`w + e`; this context is for other loops with an extra forward pass
+    that should not count its batch. Training-mode layers still normalize with the batch
     statistics; nothing else about the forward or backward pass changes, and
     ``backward()`` may run inside or after the block. Inside the block:
 
@@ -374,14 +455,25 @@ def disable_running_stats(model: nn.Module) -> Iterator[nn.Module]:
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     changed: list[tuple[nn.Module, str, Any]] = []
     for m in model.modules():
-        if isinstance(m, _BatchNorm) and m.track_running_stats:
-            changed.append((m, "track_running_stats", True))
-            m.track_running_stats = False
-        elif isinstance(m, _InstanceNorm) and m.track_running_stats:
-            changed.append((m, "momentum", m.momentum))
-            m.momentum = 0.0
+        _freeze_running_stats(m, changed)
     try:
         yield model
     finally:
-        for m, attribute, value in changed:
-            setattr(m, attribute, value)
+        _restore_attributes(changed)
+
+
+def _freeze_running_stats(module: nn.Module, changed: list[tuple[nn.Module, str, Any]]) -> None:
+    """Stop one normalization layer from updating its running statistics; record the change in ``changed``."""
+    if isinstance(module, _BatchNorm) and module.track_running_stats:
+        changed.append((module, "track_running_stats", True))
+        module.track_running_stats = False
+    elif isinstance(module, _InstanceNorm) and module.track_running_stats and module.momentum != 0.0:
+        changed.append((module, "momentum", module.momentum))
+        module.momentum = 0.0
+
+
+def _restore_attributes(changed: list[tuple[nn.Module, str, Any]]) -> None:
+    """Undo :func:`_freeze_running_stats` (last change first) and empty ``changed``."""
+    while changed:
+        module, attribute, value = changed.pop()
+        setattr(module, attribute, value)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+from hesskit.plotting._figure import new_axes
 from hesskit.spectral.results import Density
-from hesskit.plotting._mpl import pyplot
 
 __all__ = ["plot_density"]
 
@@ -44,16 +44,13 @@ def plot_density(
         >>> ax.get_xlabel()
         'eigenvalue'
     """
-    plt = pyplot()
-
     if not isinstance(density, Density):
         raise TypeError(f"density: expected a Density, got {type(density).__name__}")
     if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not 0.0 < floor < 1.0:
         raise ValueError(f"floor: expected a float in (0, 1), got {floor!r}")
     grid = density.grid.detach().cpu().double().numpy()
     values = density.density.detach().cpu().double().numpy()
-    if ax is None:
-        _, ax = plt.subplots(figsize=(5, 3.5))
+    ax = new_axes(ax, (5, 3.5))
     if log:
         values = values.clip(min=floor * values.max())
         ax.set_yscale("log")

@@ -6,7 +6,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from hesskit.analysis.landscape import Landscape
-from hesskit.plotting._mpl import pyplot
+from hesskit.plotting._figure import new_axes
 
 __all__ = ["plot_landscape"]
 
@@ -42,8 +42,6 @@ def plot_landscape(landscape: Landscape, ax=None, *, labels: Optional[Sequence[s
         ...                     labels=("$v_1$", "$v_2$"))
         >>> ax.figure.savefig("surface.png")
     """
-    plt = pyplot()
-
     if not isinstance(landscape, Landscape):
         raise TypeError(f"landscape: expected a Landscape, got {type(landscape).__name__}")
     if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
@@ -57,8 +55,7 @@ def plot_landscape(landscape: Landscape, ax=None, *, labels: Optional[Sequence[s
             raise ValueError("log: the loss has non-positive values; use log=False")
         loss = np.log10(loss)
     quantity = "log10 loss" if log else "loss"
-    if ax is None:
-        _, ax = plt.subplots(figsize=(5, 4) if landscape.ndim == 2 else (5, 3.5))
+    ax = new_axes(ax, (5, 4) if landscape.ndim == 2 else (5, 3.5))
     x = landscape.x.detach().cpu().double().numpy()
     if landscape.ndim == 1:
         ax.plot(x, loss, marker="." if x.size <= 30 else None)

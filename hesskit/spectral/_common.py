@@ -59,7 +59,10 @@ def progress_bar(progress: Optional[bool], total: Optional[int], desc: str) -> t
     Args:
         progress: True shows the bar at once, False never, None (auto) shows it only
             once the computation has run :data:`AUTO_PROGRESS_DELAY` seconds.
-        total: the expected number of products, if known.
+        total: the number of products when it is fixed in advance (probes, Lanczos
+            steps); None for an iteration that stops at convergence, whose budget is
+            no estimate of its cost: the bar then counts products without an ETA and
+            shows the residual against ``tol`` (:func:`show_residual`).
         desc: the bar's label.
     """
     return tqdm(
@@ -70,6 +73,16 @@ def progress_bar(progress: Optional[bool], total: Optional[int], desc: str) -> t
         delay=0.0 if progress else AUTO_PROGRESS_DELAY,
         leave=False,
     )
+
+
+def show_residual(bar: tqdm, residual, tol: float) -> None:
+    """Shows the largest relative residual so far against ``tol`` in the bar's postfix.
+
+    ``residual`` may be a tensor; it is read (a device synchronization) only when
+    the bar is enabled.
+    """
+    if not bar.disable:
+        bar.set_postfix_str(f"residual {float(residual):.1e} → tol {tol:.0e}", refresh=False)
 
 
 def check_progress(progress) -> None:

@@ -48,11 +48,14 @@ __all__ = ["spectral_density"]
 #: Default broadening as a fraction of the spread of the Ritz values.
 SIGMA_FRACTION = 0.005
 
+#: Default runs and steps (200 products in 40 passes; see :func:`spectral_density`).
+N_RUNS, N_STEPS = 5, 40
+
 
 def spectral_density(
     op,
-    n_runs: int = 10,
-    n_steps: int = 80,
+    n_runs: int = N_RUNS,
+    n_steps: int = N_STEPS,
     n_points: int = 1024,
     sigma: Optional[float] = None,
     seed: Union[int, torch.Generator] = 0,
@@ -62,9 +65,30 @@ def spectral_density(
 ) -> Density:
     """Estimates the eigenvalue density of a curvature operator (SLQ).
 
+    A call spends ``n_runs * n_steps`` Hessian-vector products in ``n_steps``
+    passes over the data. The defaults were chosen from the accuracy they buy:
+    the 1-Wasserstein distance between the quadrature measure and the exact
+    spectrum, relative to the spread ``λ_max − λ_min``, mean over 4 seeds, for
+    a trained MLP 64-32-32-10 on digits (``benchmarks/density_defaults.py``) and
+    the three P = 400 spectra of ``tests/spectral`` (outliers over a bulk,
+    clusters, evenly spread; the range over the three):
+
+    ===================  ========  ======  ===========  ==================
+    n_runs × n_steps     products  passes  MLP P=3466   P = 400 spectra
+    ===================  ========  ======  ===========  ==================
+    1 × 100 (PyHessian)  100       100     8.5e-4       3.5e-3 to 1.9e-2
+    5 × 40 (default)     200       40      4.2e-4       1.9e-3 to 8.3e-3
+    10 × 80              800       80      4.0e-4       1.4e-3 to 5.0e-3
+    ===================  ========  ======  ===========  ==================
+
+    The random probes dominate the error: five runs instead of one halve it,
+    while steps beyond 40 gain little. Raise ``n_runs`` for a smoother bulk and
+    ``n_steps`` to resolve more outliers.
+
     Args:
         op: a ``CurvatureOperator`` or a dense symmetric ``(P, P)`` tensor.
-        n_runs: independent random starting vectors, advanced as one block.
+        n_runs: independent random starting vectors, advanced as one block
+            (each step is one ``matmat`` of ``n_runs`` columns).
         n_steps: Lanczos steps per run (``1 <= n_steps <= P``); the products
             spent are ``n_runs * n_steps``.
         n_points: points of the evaluation grid (``>= 2``).

@@ -44,6 +44,7 @@ from hesskit.spectral._common import (
     progress_bar,
     random_block,
     residual_scale,
+    show_residual,
     wanted_order,
 )
 from hesskit.spectral._linop import LinearOperator, as_operator
@@ -113,8 +114,9 @@ def eigenvalues(
             before convergence the best pairs are returned with
             ``converged=False`` and a :class:`RuntimeWarning`.
         seed: an int or a ``torch.Generator`` for the starting block.
-        progress: show a tqdm bar of the products: True, False, or None
-            (shown when the computation runs longer than 2 seconds).
+        progress: show a tqdm bar of the products spent and of the largest
+            relative residual against ``tol``: True, False, or None (shown when the
+            computation runs longer than 2 seconds).
         method: ``"lanczos"``, ``"exact"``, or None (``"exact"`` for a tensor,
             ``"lanczos"`` otherwise).
         block_size: columns per ``matmat``; default ``k``. A block finds ``k``
@@ -200,7 +202,7 @@ def _block_lanczos(
     m = 0  # multiplied basis vectors; rows[m:m+b] is the pending block
     norm_est = 0.0
     start = lin.n_matvecs
-    with progress_bar(progress, max_matvecs, "eigenvalues") as bar:
+    with progress_bar(progress, None, "eigenvalues") as bar:
         while True:
             W = lin.matmat(rows[m : m + b].mT)
             bar.update(b)
@@ -216,6 +218,7 @@ def _block_lanczos(
             # ‖H V y − θ V y‖ = ‖R y_last‖: only the last block couples to `pending`.
             est = torch.linalg.vector_norm(R @ Y[m - b : m, order[:k]], dim=0)
             scale = residual_scale(theta[order[:k]], norm_est, eps)
+            show_residual(bar, (est / scale).max(), tol)
             budget_left = max_matvecs - (lin.n_matvecs - start)
             if bool((est <= tol * scale).all()) or budget_left < b + k:
                 values, vectors, residuals = _ritz_check(
@@ -223,6 +226,7 @@ def _block_lanczos(
                 )
                 bar.update(k)
                 converged = bool((residuals <= tol).all())
+                show_residual(bar, residuals.max(), tol)
                 if converged or budget_left - k < b + k:
                     break
             if m + b > n_max:

@@ -24,6 +24,7 @@ from hesskit.spectral._common import (
     progress_bar,
     random_block,
     residual_scale,
+    show_residual,
 )
 from hesskit.spectral._linop import as_operator
 from hesskit.spectral.results import EigenResult
@@ -57,7 +58,8 @@ def power_iteration(
         max_iter: the most products spent on each eigenpair (``k`` more are
             spent on the final Rayleigh–Ritz step).
         seed: an int or a ``torch.Generator`` for the starting vectors.
-        progress: show a tqdm bar: True, False, or None (after 2 seconds).
+        progress: show a tqdm bar of the products spent and of the current pair's
+            relative residual against ``tol``: True, False, or None (after 2 seconds).
 
     Returns:
         An :class:`EigenResult` with ``values`` by descending ``|λ|``;
@@ -80,7 +82,7 @@ def power_iteration(
     dtype, device = lin.dtype, lin.device
     U = torch.zeros(size, 0, dtype=dtype, device=device)
     norm_est = 0.0
-    with progress_bar(progress, k * (max_iter + 1), "power iteration") as bar:
+    with progress_bar(progress, None, "power iteration") as bar:
         for _ in range(k):
             v = _project_out(random_block(generator, size, 1, dtype, device), U)
             v = v / torch.linalg.vector_norm(v)
@@ -90,7 +92,9 @@ def power_iteration(
                 theta = float(v.mT @ w)
                 norm_est = max(norm_est, abs(theta))
                 scale = float(residual_scale(torch.tensor(theta, dtype=dtype), norm_est, lin.eps))
-                if float(torch.linalg.vector_norm(w - theta * v)) <= tol * scale:
+                residual = float(torch.linalg.vector_norm(w - theta * v))
+                show_residual(bar, residual / scale, tol)
+                if residual <= tol * scale:
                     break
                 w_norm = torch.linalg.vector_norm(w)
                 if float(w_norm) == 0.0:  # H v lies in span(U): go on from a fresh direction

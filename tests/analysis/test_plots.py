@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import matplotlib
+import matplotlib.figure
 
 matplotlib.use("Agg")
 
@@ -13,6 +14,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from helpers import clipped_axes  # noqa: E402
 from hesskit.analysis.landscape import Landscape  # noqa: E402
 from hesskit.plotting.alignment import plot_alignment_maps  # noqa: E402
 from hesskit.plotting.histogram import plot_eigenvalue_histograms  # noqa: E402
@@ -115,3 +117,36 @@ def test_plot_eigenvalue_histograms_outliers_and_checks():
     with pytest.raises(TypeError, match="spectra"):
         plot_eigenvalue_histograms({"a": object()}, {"a": 0})
     plt.close("all")
+
+
+# ----------------------------------------------------------------------------- layout
+
+
+def _density():
+    import hesskit as hk
+
+    A = torch.diag(torch.linspace(-0.5, 120.0, 200, dtype=torch.float64))
+    return hk.spectral_density(A, n_runs=2, n_steps=20)
+
+
+def _default_size_figures():
+    from hesskit import plotting as P
+
+    d = _density()
+    return {
+        "density": lambda: P.plot_density(d),
+        "landscape_1d": lambda: plot_landscape(_landscape(1), labels=["$v_1$"]),
+        "landscape_2d": lambda: plot_landscape(_landscape(2), labels=("a", "b")),
+        "alignment_maps": lambda: plot_alignment_maps(
+            torch.rand(24, 3), *torch.meshgrid(torch.linspace(-1, 1, 6), torch.linspace(-1, 1, 4),
+                                               indexing="xy"), torch.tensor([3.0, 2.0, 0.5]), ncols=2),
+        "eigenvalue_histograms": lambda: P.plot_eigenvalue_histograms(
+            {"conv1": [5.0, 4.0, 0.1, 0.0, -0.1], "fc": [1.0, 0.5, 0.0]}, {"conv1": 2, "fc": 0}),
+    }
+
+@pytest.mark.parametrize("name", sorted(_default_size_figures()))
+def test_saved_default_size_figures_keep_their_labels_on_the_canvas(name):
+    made = _default_size_figures()[name]()
+    fig = made if isinstance(made, matplotlib.figure.Figure) else made.figure
+    assert clipped_axes(fig) == []
+    plt.close(fig)

@@ -1,6 +1,7 @@
 """The decision-boundary study's figures (examples/studies/figures/boundary.py):
 what is drawn, labels, and argument checks."""
 import matplotlib
+import matplotlib.figure
 
 matplotlib.use("Agg")
 
@@ -9,6 +10,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from helpers import clipped_axes  # noqa: E402
 from studies.figures.boundary import plot_boundary_1d, plot_boundary_maps  # noqa: E402
 
 
@@ -55,4 +57,38 @@ def test_plot_boundary_maps_marked_points():
     offsets = [c.get_offsets() for c in ax.collections if c.get_label() in ("$x_b$", "pair")]
     np.testing.assert_allclose(offsets[0], [[0.0, 0.1]])
     np.testing.assert_allclose(offsets[1], [[0.5, 0.5], [-0.5, 0.5]])
+    plt.close(fig)
+
+
+def _study_figures():
+    import hesskit as hk
+    from studies.figures.layers import (plot_history, plot_layer_densities,
+                                        plot_layer_distances, plot_method_bars)
+    from studies.figures.rank import plot_rank_sweep
+    from studies.figures.sharpness import plot_edge_of_stability, plot_sharpness_generalization
+
+    d = hk.spectral_density(torch.diag(torch.linspace(-0.5, 120.0, 200, dtype=torch.float64)),
+                            n_runs=2, n_steps=20)
+    runs = [{"lambda_max": 20.0, "test_accuracy": 0.95, "lr": 0.1, "batch_size": 32},
+            {"lambda_max": 60.0, "test_accuracy": 0.93, "lr": 0.02, "batch_size": 128}]
+    return {
+        "layer_distances": lambda: plot_layer_distances(
+            {"epoch 1": ([0, 0.5, 1], [0.3, 0.1, 0.2])}, layer_names=["conv1", "conv2", "fc"]),
+        "layer_densities": lambda: plot_layer_densities(d, {"fc": d}),
+        "history": lambda: plot_history({"SGD": ([1, 2, 3], [5000.0, 4000.0, 3500.0])},
+                                        ylabel="trace"),
+        "method_bars": lambda: plot_method_bars(["SGD", "SGD + L2", "SGD + HTR"],
+                                                [2.0, 1.9, 1.8], [0.1, 0.1, 0.2]),
+        "rank_sweep": lambda: plot_rank_sweep([10, 20, 40], {"loss": [100, 200, 400]},
+                                              xlabel="width", title="rank"),
+        "sharpness_generalization": lambda: plot_sharpness_generalization(runs),
+        "edge_of_stability": lambda: plot_edge_of_stability([0.02, 0.2], [95.0, 10.5]),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_study_figures()))
+def test_saved_default_size_study_figures_keep_their_labels_on_the_canvas(name):
+    made = _study_figures()[name]()
+    fig = made if isinstance(made, matplotlib.figure.Figure) else made.figure
+    assert clipped_axes(fig) == []
     plt.close(fig)

@@ -194,14 +194,82 @@ def test_tensorboard_scalars_when_available(tmp_path, monkeypatch):
                        ("hessian/top_k/2", record["top_k"][1], 5), "closed"]
 
 
-def test_tensorboard_missing_is_silent(tmp_path, monkeypatch):
+def test_tensorboard_missing_is_said_once(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
     model, loss_fn, X, y = _problem()
     monitor = HessianMonitor(Objective(model, loss_fn, (X, y)), metrics="lambda_max",
                              log_dir=str(tmp_path))
-    monitor.measure(1)
-    monitor.measure(2)
+    with pytest.warns(UserWarning, match="pip install tensorboard") as caught:
+        monitor.measure(1)
+        monitor.measure(2)
+    assert len([w for w in caught if "tensorboard" in str(w.message)]) == 1
     assert len((tmp_path / "hessian_monitor.jsonl").read_text().splitlines()) == 2
+
+
+class RecordingWriter:
+    """A stand-in for an existing ``SummaryWriter`` of the training run."""
+
+    def __init__(self):
+        self.scalars, self.closed = [], False
+
+    def add_scalar(self, tag, value, step):
+        self.scalars.append((tag, value, step))
+
+    def flush(self):
+        pass
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.mark.parametrize("with_log_dir", [False, True])
+def test_existing_summary_writer_is_used_and_left_open(tmp_path, monkeypatch, with_log_dir):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # never needed with a writer
+    model, loss_fn, X, y = _problem()
+    writer = RecordingWriter()
+    log_dir = str(tmp_path) if with_log_dir else None
+    monitor = HessianMonitor(Objective(model, loss_fn, (X, y)), metrics="lambda_max",
+                             log_dir=log_dir, writer=writer)
+    record = monitor.measure(3)
+    monitor.close()
+    assert writer.scalars == [("hessian/lambda_max", record["lambda_max"], 3)]
+    assert not writer.closed  # the caller's writer: the caller closes it
+    assert (tmp_path / "hessian_monitor.jsonl").exists() == with_log_dir
+    with pytest.raises(TypeError, match="writer"):
+        HessianMonitor(Objective(model, loss_fn, (X, y)), writer="runs/x")
+
+
+@pytest.mark.parametrize("style", ["closure", "two_step"])
+def test_measures_once_per_completed_sam_step(tmp_path, style):
+    from hesskit.optim import SAM
+
+    model, loss_fn, X, y = _problem()
+    obj = Objective(model, loss_fn, (X, y))
+    monitor = HessianMonitor(obj, every=2, metrics="lambda_max", log_dir=tmp_path)
+    opt = SAM(model.parameters(), torch.optim.SGD, rho=0.05, lr=0.5)
+    monitor.attach(opt)
+    snapshots = []
+    for _ in range(5):
+        if style == "closure":
+            def closure():
+                opt.zero_grad()
+                loss = loss_fn(model(X), y)
+                loss.backward()
+                return loss
+
+            opt.step(closure)
+        else:
+            loss_fn(model(X), y).backward()
+            opt.first_step(zero_grad=True)
+            loss_fn(model(X), y).backward()
+            opt.second_step(zero_grad=True)
+        snapshots.append(copy.deepcopy(model))
+    assert [r["step"] for r in monitor.history] == [2, 4] and monitor.steps == 5
+    for record in monitor.history:  # measured at w after the step, not at w + e
+        assert record["lambda_max"] == pytest.approx(
+            _lambda_max(snapshots[record["step"] - 1], loss_fn, X, y), rel=1e-9)
+    lines = (tmp_path / "hessian_monitor.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == monitor.history
 
 
 def test_scalars_flattening():

@@ -1,4 +1,5 @@
 """Lightning adapters: logic with stand-ins (always), a real Trainer run (only if Lightning is installed)."""
+import copy
 import importlib
 import sys
 import types
@@ -167,3 +168,24 @@ def test_with_real_lightning(fresh_adapter):
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(Net(), torch.utils.data.DataLoader(data, batch_size=4))
     assert trainer.global_step == 6 and monitor.steps == [2, 4, 6]
+
+
+def test_automatic_optimization_closure_counts_batchnorm_once():
+    # Lightning's automatic optimization hands SAM.step a closure: training step, zero_grad, backward.
+    net = SAMNet(lambda params: hko.SAM(params, torch.optim.SGD, rho=0.5, lr=0.1))
+    g = torch.Generator().manual_seed(1)
+    for i in range(3):
+        batch = (torch.randn(8, 3, generator=g, dtype=torch.float64), torch.randn(8, 1, generator=g, dtype=torch.float64))
+        reference = copy.deepcopy(net.body)
+        reference(batch[0])  # one pass at w: the statistics to keep
+
+        def closure():
+            loss = net.training_loss(batch, i)
+            net.opt.zero_grad()
+            loss.backward()
+            return loss
+
+        net.opt.step(closure)
+        assert torch.equal(net.body[1].running_mean, reference[1].running_mean)
+        assert torch.equal(net.body[1].running_var, reference[1].running_var)
+    assert net.body[1].num_batches_tracked.item() == 3

@@ -1,6 +1,8 @@
 """SAM / ASAM against a hand-written reference of the papers' update (float64)."""
+import copy
 import io
 import math
+import warnings
 
 import pytest
 import torch
@@ -488,3 +490,131 @@ def test_failing_second_closure_restores_w():
         opt.step(closure)
     assert torch.equal(w.detach(), torch.tensor([1.0, 2.0]))
     opt.state_dict()  # not left half-way
+
+
+# ----------------------------------------------------------------------------- drop-in loop styles
+
+
+class CountingNet(nn.Module):
+    """make_model(batchnorm=True) that counts its forward passes."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = make_model(batchnorm=True)
+        self.forwards = 0
+
+    def forward(self, x):
+        self.forwards += 1
+        return self.net(x)
+
+
+def run_style(style, opt, model, x, y):
+    """One SAM step in one of the loop styles users bring along."""
+    if style == "closure":  # hesskit / torch.optim style: the closure zeroes the gradients
+        return opt.step(closure_for(opt, model, x, y))
+    if style == "davda54":  # davda54/sam README: backward outside, closure without zero_grad
+        def closure():
+            loss = loss_of(model, x, y)
+            loss.backward()
+            return loss
+
+        loss_of(model, x, y).backward()
+        out = opt.step(closure)
+        opt.zero_grad()
+        return out
+    assert style == "two_step"  # first_step / second_step, no disable_running_stats around the second pass
+    loss_of(model, x, y).backward()
+    opt.first_step(zero_grad=True)
+    loss_of(model, x, y).backward()
+    opt.second_step(zero_grad=True)
+    return None
+
+
+STYLES = ["closure", "davda54", "two_step"]
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_batchnorm_statistics_come_from_the_first_pass_only(style):
+    model = CountingNet()
+    opt = hko.SAM(model.parameters(), torch.optim.SGD, rho=0.5, lr=0.1, momentum=0.9)
+    bn = model.net[1]
+    for x, y in make_batches(3):
+        at_w = copy.deepcopy(model.net)
+        at_w(x)  # a single forward pass at w: the statistics SAM must keep
+        run_style(style, opt, model, x, y)
+        for name, buffer in bn.named_buffers():
+            assert torch.equal(buffer, dict(at_w[1].named_buffers())[name]), name
+    assert bn.num_batches_tracked.item() == 3
+    assert bn.track_running_stats  # flags restored after the step
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_every_style_gives_the_same_trajectory_with_two_passes_per_step(style):
+    batches = make_batches(4)
+    model, ref = CountingNet(), CountingNet()
+    opt = hko.SAM(model.parameters(), torch.optim.SGD, rho=0.2, lr=0.1, momentum=0.9)
+    ref_opt = hko.SAM(ref.parameters(), torch.optim.SGD, rho=0.2, lr=0.1, momentum=0.9)
+    for k, (x, y) in enumerate(batches):
+        run_style(style, opt, model, x, y)
+        assert model.forwards == 2 * (k + 1), "more than two passes per SAM step"
+        loss_of(ref, x, y).backward()
+        ref_opt.first_step(zero_grad=True)
+        with hko.disable_running_stats(ref):
+            loss_of(ref, x, y).backward()
+        ref_opt.second_step(zero_grad=True)
+    for (name, p), q in zip(model.state_dict().items(), ref.state_dict().values()):
+        assert torch.equal(p, q), name
+
+
+def test_davda54_pattern_returns_none_and_reuses_the_gradient_at_w():
+    model = make_model()
+    x, y = make_batches(1)[0]
+    opt = hko.SAM(model.parameters(), lr=0.1)
+    calls = []
+
+    def closure():
+        calls.append(1)
+        loss = loss_of(model, x, y)
+        loss.backward()
+        return loss
+
+    loss_of(model, x, y).backward()
+    assert opt.step(closure) is None  # the caller holds the loss at w, as with davda54/sam
+    assert len(calls) == 1
+
+
+def test_gradients_zeroed_in_place_are_not_taken_for_a_gradient_at_w():
+    # zero_grad(set_to_none=False) before step(closure): the closure must still run at w.
+    model, batches = make_model(), make_batches(5)
+    n = len(list(model.parameters()))
+    reference = reference_trajectory(make_model(), batches, ref_sgd(0.1), [0.1] * n, [False] * n)
+    opt = hko.SAM(model.parameters(), rho=0.1, lr=0.1)
+    for k, (x, y) in enumerate(batches):
+        opt.zero_grad(set_to_none=False)
+        opt.step(closure_for(opt, model, x, y))
+        for p, w in zip(model.parameters(), reference[k]):
+            torch.testing.assert_close(p.detach(), w, rtol=1e-11, atol=1e-12)
+
+
+@pytest.mark.parametrize("style", ["closure", "two_step"])
+def test_scheduler_sees_a_real_step_in_every_style(style):
+    model, batches = make_model(), make_batches(4)
+    opt = hko.SAM(model.parameters(), torch.optim.SGD, rho=0.05, lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for x, y in batches:
+            run_style(style, opt, model, x, y)
+            sched.step()
+    assert not [w for w in caught if "lr_scheduler.step()" in str(w.message)]
+    assert opt.base_optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5**4)
+
+
+def test_step_hooks_fire_once_per_completed_sam_step():
+    model = make_model()
+    opt = hko.SAM(model.parameters(), lr=0.1)
+    seen = []
+    opt.register_step_post_hook(lambda o, args, kwargs: seen.append(o._backup is None))
+    for style in STYLES:
+        run_style(style, opt, model, *make_batches(1)[0])
+    assert seen == [True, True, True]  # after the step, back at w

@@ -139,3 +139,20 @@ def test_bad_arguments(spectrum_matrix, kwargs, error, match):
     A = spectrum_matrix(torch.linspace(0.0, 1.0, 100, dtype=torch.float64))
     with pytest.raises(error, match=match):
         hk.spectral_density(A, **kwargs)
+
+
+def test_defaults_buy_the_documented_accuracy_at_the_documented_cost(known_spectrum):
+    """The defaults (5 runs x 40 steps, 200 products in 40 passes): on these P = 400
+    spectra the W1 error averages under 1 % of the spread over seeds, within 2x of
+    10 runs x 80 steps (800 products), and below PyHessian's 1 run x 100 steps."""
+    A, ev = known_spectrum
+    spread = float(ev.max() - ev.min())
+    seeds = range(4)
+    defaults = [hk.spectral_density(A, seed=s) for s in seeds]
+    assert {d.n_matvecs for d in defaults} == {200} and defaults[0].nodes.shape == (5, 40)
+    w1 = sum(_w1(d, ev) for d in defaults) / len(seeds)
+    w1_800 = sum(_w1(hk.spectral_density(A, n_runs=10, n_steps=80, seed=s), ev) for s in seeds) / len(seeds)
+    w1_pyhessian = sum(_w1(hk.spectral_density(A, n_runs=1, n_steps=100, seed=s), ev) for s in seeds) / len(seeds)
+    assert w1 < 0.01 * spread
+    assert w1 < 2 * w1_800
+    assert w1 < w1_pyhessian

@@ -22,18 +22,11 @@ from __future__ import annotations
 import math
 from typing import Mapping, Optional, Sequence
 
+from hesskit.plotting._figure import new_axes
 from hesskit.plotting.density import plot_density
 from hesskit.spectral.results import Density
 
 __all__ = ["plot_layer_distances", "plot_layer_densities", "plot_history", "plot_method_bars"]
-
-
-def _new_axes(ax, figsize=(5, 3.5)):
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=figsize)
-    return ax
 
 
 def _check_series(series: Mapping, name: str) -> None:
@@ -67,7 +60,7 @@ def plot_layer_distances(series: Mapping[str, tuple], ax=None, *, log: bool = Fa
         'relative depth'
     """
     _check_series(series, "series")
-    ax = _new_axes(ax)
+    ax = new_axes(ax, (5, 3.5))
     for label, (depths, distances) in series.items():
         line, = ax.plot(depths, distances, marker="o", label=str(label))
         best = min(range(len(distances)), key=lambda i: distances[i])
@@ -115,7 +108,7 @@ def plot_layer_densities(full: Density, layers: Mapping[str, Density], ax=None, 
         raise TypeError(f"full: expected a Density, got {type(full).__name__}")
     if not isinstance(layers, Mapping):
         raise TypeError(f"layers: expected a mapping name -> Density, got {type(layers).__name__}")
-    ax = _new_axes(ax, (6, 3.8))
+    ax = new_axes(ax, (6, 3.8))
     plot_density(full, ax=ax, log=log, color="black", lw=2.0, label="full network")
     for name, density in layers.items():
         plot_density(density, ax=ax, log=log, lw=1.0, alpha=0.85, label=f"layer {name}")
@@ -150,7 +143,7 @@ def plot_history(series: Mapping[str, tuple], ax=None, *, xlabel: str = "epoch",
         'trace'
     """
     _check_series(series, "series")
-    ax = _new_axes(ax)
+    ax = new_axes(ax, (5, 3.5))
     for label, (steps, values) in series.items():
         kwargs = {"marker": "o" if len(steps) <= 30 else None, **(styles or {}).get(label, {})}
         line, = ax.plot(steps, values, label=str(label), **kwargs)
@@ -196,7 +189,7 @@ def plot_method_bars(names: Sequence[str], means: Sequence[float], stds: Sequenc
     lengths = {len(means), len(stds)} | ({len(reference)} if reference is not None else set())
     if not n or lengths != {n}:
         raise ValueError("names, means, stds (and reference) must have the same non-zero length")
-    ax = _new_axes(ax, (4.5, 3.5))
+    ax = new_axes(ax, (4.5, 3.5))
     x = list(range(n))
     bars = ax.bar(x, means, yerr=stds, capsize=5, color=[f"C{i}" for i in x], alpha=0.8)
     for bar, m, s in zip(bars, means, stds):

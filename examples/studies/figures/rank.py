@@ -13,6 +13,8 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
+from hesskit.plotting._figure import new_axes
+
 __all__ = ["plot_rank_sweep", "plot_rank_sweeps", "HESSIAN_LABELS"]
 
 #: Legend names of the keys used by ``hessian_rank_predictions``.
@@ -45,14 +47,11 @@ def plot_rank_sweep(x: Sequence[float], empirical: Mapping[str, Sequence[float]]
     Returns:
         The ``Axes``.
     """
-    import matplotlib.pyplot as plt
-
     x = np.asarray(x, dtype=np.float64)
     scale = np.asarray(n_params, dtype=np.float64) if n_params is not None else np.ones_like(x)
     if scale.shape != x.shape:
         raise ValueError(f"n_params: expected {x.size} values, got {scale.size}")
-    if ax is None:
-        _, ax = plt.subplots(figsize=(4.5, 3.5))
+    ax = new_axes(ax, (4.5, 3.5))
     for key, ranks in empirical.items():
         ranks = np.asarray(ranks, dtype=np.float64)
         if ranks.shape != x.shape:

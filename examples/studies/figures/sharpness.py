@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 from typing import Mapping, Optional, Sequence
 
+from hesskit.plotting._figure import new_axes
+
 __all__ = ["plot_sharpness_generalization", "plot_edge_of_stability"]
 
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
@@ -79,7 +81,6 @@ def plot_sharpness_generalization(runs: Sequence[Mapping], ax=None, *, x: str = 
         >>> ax.get_xlabel()
         'λ_max'
     """
-    import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
     if not runs:
@@ -92,8 +93,7 @@ def plot_sharpness_generalization(runs: Sequence[Mapping], ax=None, *, x: str = 
     colors = {v: f"C{i % 10}" for i, v in enumerate(_distinct(runs, color_by))}
     markers = {v: _MARKERS[i % len(_MARKERS)] for i, v in enumerate(_distinct(runs, marker_by))}
     fills = _distinct(runs, hollow_by, sort=False)
-    if ax is None:
-        _, ax = plt.subplots(figsize=(5.5, 4))
+    ax = new_axes(ax, (5.5, 4))
     for run in runs:
         color = colors[run[color_by] if color_by else None]
         hollow = hollow_by is not None and fills.index(run[hollow_by]) > 0
@@ -149,8 +149,6 @@ def plot_edge_of_stability(lrs: Sequence[float], lambda_max: Sequence[float], ax
         >>> ax.get_xlabel()
         '2 / learning rate'
     """
-    import matplotlib.pyplot as plt
-
     if len(lrs) != len(lambda_max) or not lrs:
         raise ValueError("lrs and lambda_max must have the same non-zero length")
     if any(not (lr > 0) for lr in lrs):
@@ -158,8 +156,7 @@ def plot_edge_of_stability(lrs: Sequence[float], lambda_max: Sequence[float], ax
     for name, per_run in (("labels", labels), ("markers", markers)):
         if per_run is not None and len(per_run) != len(lrs):
             raise ValueError(f"{name}: expected {len(lrs)} entries, got {len(per_run)}")
-    if ax is None:
-        _, ax = plt.subplots(figsize=(4.5, 4))
+    ax = new_axes(ax, (4.5, 4))
     threshold = [2.0 / lr for lr in lrs]
     positive = [v for v in list(lambda_max) + threshold if v > 0 and math.isfinite(v)]
     lo, hi = min(positive) / 2, max(positive) * 2
