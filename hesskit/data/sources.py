@@ -1,10 +1,11 @@
-"""One entry point for a study's train and test sets: embedded digits or local files."""
+"""One entry point for a study's train and test sets: embedded images or local files."""
 from __future__ import annotations
 
 import torch
 
 from hesskit.data.digits import load_digits
 from hesskit.data.files import load_dataset
+from hesskit.data.mnist_sample import load_mnist_sample
 from hesskit.data.subsets import split
 from hesskit.data.transforms import pad_to as _pad_to
 
@@ -16,19 +17,22 @@ def train_test(dataset: str | None = None, root=None, *, pad_to: int | None = No
                dtype: torch.dtype = torch.float32):
     """``((X_train, y_train), (X_test, y_test))`` of a study.
 
-    With ``dataset=None``, scikit-learn's 8x8 digits (embedded, standing in for
-    MNIST) split ``1 - test_fraction`` / ``test_fraction`` with ``seed``; otherwise the
-    standard train and test files of ``dataset`` (``"mnist"``, ``"fashion_mnist"``,
-    ``"cifar10"``, ``"cifar100"``) read from the local folder ``root`` — nothing is
+    The embedded sets -- ``dataset=None``, scikit-learn's 8x8 digits, and
+    ``dataset="mnist_sample"``, the 5 000 real MNIST images of
+    :func:`~hesskit.data.load_mnist_sample` (scaled to [0, 1]) -- are split
+    ``1 - test_fraction`` / ``test_fraction`` with ``seed``; any other ``dataset``
+    (``"mnist"``, ``"fashion_mnist"``, ``"cifar10"``, ``"cifar100"``) is read as its
+    standard train and test files from the local folder ``root`` — nothing is
     downloaded.
 
     Args:
-        dataset: ``None`` for the digits, else a name :func:`load_dataset` reads.
-        root: folder with the dataset's files (required with ``dataset``).
+        dataset: ``None`` for the digits, ``"mnist_sample"``, else a name
+            :func:`load_dataset` reads.
+        root: folder with the dataset's files (required for a local-file ``dataset``).
         pad_to: pad images centred to this side (LeNet takes 32x32; MNIST is 28x28).
         flatten: return ``(N, C·H·W)`` inputs instead of images.
-        test_fraction: the digits' test share.
-        seed: the digits' split seed.
+        test_fraction: an embedded set's test share.
+        seed: an embedded set's split seed.
         dtype: floating dtype of the inputs.
 
     Example:
@@ -36,8 +40,9 @@ def train_test(dataset: str | None = None, root=None, *, pad_to: int | None = No
         >>> tuple(X_tr.shape[1:]), len(X_tr) + len(X_te)
         ((1, 32, 32), 1797)
     """
-    if dataset is None:
-        X, y = load_digits(flatten=False, dtype=dtype)
+    if dataset is None or dataset == "mnist_sample":
+        load = load_digits if dataset is None else load_mnist_sample
+        X, y = load(flatten=False, dtype=dtype)
         train, test = split(X, y, fractions=(1 - test_fraction, test_fraction), seed=seed)
     else:
         if root is None:

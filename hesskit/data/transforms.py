@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from hesskit._validation import check_positive_float, check_positive_int
 
-__all__ = ["avg_pool_to", "pad_to", "upsample_to", "to_channels", "Standardize"]
+__all__ = ["avg_pool_to", "pad_to", "resize_to", "upsample_to", "to_channels", "Standardize"]
 
 
 def _check_images(X, name: str = "X") -> None:
@@ -77,6 +77,28 @@ def upsample_to(X: torch.Tensor, size: int, mode: str = "bilinear") -> torch.Ten
     size = check_positive_int(size, "size")
     if size < X.shape[-1]:
         raise ValueError(f"size must be at least the image side {X.shape[-1]}, got {size}")
+    return resize_to(X, size, mode)
+
+
+def resize_to(X: torch.Tensor, size: int, mode: str = "nearest") -> torch.Tensor:
+    """Resize ``H x H`` images to ``size x size`` (up or down) with ``F.interpolate``.
+
+    The default is ``interpolate``'s own nearest-neighbour mode: output pixel ``i``
+    takes input pixel ``floor(i * H / size)``. Singh, Bachmann and Hofmann (NeurIPS
+    2021) shrink MNIST this way to 8x8 (d = 64) and 4x4 (d = 16).
+
+    Args:
+        X: images ``(N, C, H, H)``, floating point.
+        size: output side.
+        mode: ``"nearest"`` or ``"bilinear"`` (``align_corners=False``).
+
+    Example:
+        >>> resize_to(torch.arange(16.0).reshape(1, 1, 4, 4), 2)[0, 0]
+        tensor([[ 0.,  2.],
+                [ 8., 10.]])
+    """
+    _check_images(X)
+    size = check_positive_int(size, "size")
     if mode not in ("bilinear", "nearest"):
         raise ValueError(f"mode must be 'bilinear' or 'nearest', got {mode!r}")
     extra = {"align_corners": False} if mode == "bilinear" else {}
