@@ -32,13 +32,12 @@ the training set, Hessian on 5 000 training images.
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 import hesskit as hk
-from hesskit.experiments import (
-    Claim, ResultStore, experiment_parser, num_threads, print_claims, run_size,
-)
 from hesskit.spectral import count_outliers
+from studies import (
+    Claim, ResultStore, evaluate, experiment_parser, num_threads, print_claims, run_size, train,
+)
 
 SIZES = {
     "smoke": dict(width_mult=1 / 16, epochs=1, n_train=512, n_hessian=256, grid=5),
@@ -81,33 +80,16 @@ def make_model(n_classes, in_channels, width_mult):
     return model
 
 
-def train(model, X, y, batch_size, epochs, seed):
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    model.train()
-    for _ in tqdm(range(epochs), desc=f"batch {batch_size}", unit="epoch", leave=False):
-        for idx in torch.randperm(len(X), generator=g).split(batch_size):
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(X[idx]), y[idx]).backward()
-            opt.step()
-    model.eval()
-    return model
-
-
-def evaluate(model, X, y):
-    with torch.no_grad():
-        out = torch.cat([model(x) for x in X.split(1024)])
-    return {"accuracy": (out.argmax(1) == y).double().mean().item(),
-            "loss": nn.functional.cross_entropy(out, y).item()}
-
-
 def run_batch_size(store, cfg, args, batch_size, train_data, test_data, hess_data, n_classes):
     """Train at one batch size, then the final-layer Hessian and the loss surface."""
     def compute():
         torch.manual_seed(args.seed)
         model = make_model(n_classes, train_data[0].shape[1], cfg["width_mult"])
         with num_threads(1):   # small convolutions: one thread is faster on a busy CPU
-            train(model, *train_data, batch_size, cfg["epochs"], args.seed)
+            opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+            train(model, opt, *train_data, batch_size=batch_size, epochs=cfg["epochs"],
+                  seed=args.seed, desc=f"batch {batch_size}")
+            model.eval()
         # The study's Hessian: the final dense weight only (C x width), exact.
         obj = hk.Objective(model, nn.CrossEntropyLoss(), hess_data,
                            params=model[-1].weight, batch_size=512)
@@ -173,7 +155,7 @@ def main():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from hesskit.plotting.batch_size import plot_batch_landscapes, plot_batch_spectra
+    from studies.figures import plot_batch_landscapes, plot_batch_spectra
     paths = [
         store.save_figure(plot_batch_spectra(
             {bs: r["top_eigenvalues"] for bs, r in results.items()},

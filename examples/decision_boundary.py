@@ -70,13 +70,12 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
-from tqdm.auto import tqdm
 
 import hesskit as hk
-from hesskit.experiments import (
-    Claim, ResultStore, experiment_parser, num_threads, print_claims, run_size,
-)
 from hesskit.spectral import count_outliers
+from studies import (
+    Claim, ResultStore, evaluate, experiment_parser, num_threads, print_claims, run_size, train,
+)
 
 SETUPS = ("normal", "random_labels", "adversarial", "large_norm", "noisy_init")
 SIZES = {  # width, epochs (true labels), epochs (random labels), grid side, random
@@ -136,24 +135,6 @@ def make_model(X, n_classes, width):
                                padding=1 if side < 16 else 0).double()
 
 
-def train(model, X, y, epochs, optimizer, seed, desc):
-    g = torch.Generator().manual_seed(seed)
-    with num_threads(1):
-        for _ in tqdm(range(epochs), desc=desc, unit="epoch", leave=False):
-            for idx in torch.randperm(len(X), generator=g).split(64):
-                optimizer.zero_grad()
-                nn.functional.cross_entropy(model(X[idx]), y[idx]).backward()
-                optimizer.step()
-    return model
-
-
-def evaluate(model, X, y):
-    with torch.no_grad():
-        out = model(X)
-        return {"accuracy": (out.argmax(1) == y).double().mean().item(),
-                "loss": nn.functional.cross_entropy(out, y).item()}
-
-
 def train_setups(store, cfg, args, data, n_classes):
     """Trained weights and accuracies of every setup (cached as JSON)."""
     (Xtr, ytr), (Xte, yte) = data["train"], data["test"]
@@ -164,9 +145,13 @@ def train_setups(store, cfg, args, data, n_classes):
         torch.manual_seed(seed)
         return make_model(Xtr, n_classes, cfg["width"])
 
+    def fit(m, X, y, optimizer, epochs, desc):
+        with num_threads(1):
+            return train(m, optimizer, X, y, batch_size=64, epochs=epochs, seed=args.seed,
+                         desc=desc)
+
     def sgd_train(m, X, y, desc):
-        return train(m, X, y, cfg["epochs"], torch.optim.SGD(m.parameters(), lr=cfg["lr"]),
-                     args.seed, desc)
+        return fit(m, X, y, torch.optim.SGD(m.parameters(), lr=cfg["lr"]), cfg["epochs"], desc)
 
     def stored(name, build):
         def compute():
@@ -183,8 +168,8 @@ def train_setups(store, cfg, args, data, n_classes):
     if {"random_labels", "adversarial", "large_norm"} & set(cfg["setups"]):
         def random_model():
             m = fresh(args.seed + 1)
-            return train(m, Xtr, y_random, cfg["random_epochs"],
-                         torch.optim.Adam(m.parameters(), lr=3e-3), args.seed, "random labels")
+            return fit(m, Xtr, y_random, torch.optim.Adam(m.parameters(), lr=3e-3),
+                       cfg["random_epochs"], "random labels")
         models["random_labels"] = stored("random_labels", random_model)
     if "normal" in cfg["setups"]:
         def normal():   # toy_1d: next seed while the fit is incomplete (init_draws tries)
@@ -340,8 +325,8 @@ def figures(store, results, data, grid_dim, label):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from hesskit.plotting.boundary import (plot_boundary_1d, plot_boundary_maps,
-                                           plot_eigenvalue_histograms, plot_training_alignment)
+    from hesskit.plotting import plot_eigenvalue_histograms
+    from studies.figures import plot_boundary_1d, plot_boundary_maps, plot_training_alignment
     paths = []
     fig = plot_eigenvalue_histograms({n: r["eigenvalues"] for n, r in results.items()},
                                      {n: r["n_outliers"] for n, r in results.items()}, bins=BINS,

@@ -18,11 +18,11 @@ import torch.distributed as dist
 from torch import nn
 
 import hesskit as hk
+from studies import ResultStore, experiment_parser
 
 
 def main():
-    parser = hk.experiments.experiment_parser(__doc__.splitlines()[0],
-                                              "results/distributed_spectrum")
+    parser = experiment_parser(__doc__.splitlines()[0], "results/distributed_spectrum")
     args = parser.parse_args()
     if "WORLD_SIZE" in os.environ:
         dist.init_process_group("gloo")
@@ -55,7 +55,7 @@ def main():
         print(f"top-5 eigenvalues: {[round(v, 5) for v in top.values.tolist()]}")
         print(f"trace: {tr.value:.4f} ± {tr.stderr:.4f}   ({elapsed:.1f}s for "
               f"{H.n_matvecs} products)")
-        store = hk.experiments.ResultStore(args.out, fresh=True)
+        store = ResultStore(args.out, fresh=True)
         store.save(f"spectrum_world{world}", {"world_size": world, "top": top,
                                               "trace": tr, "density": density})
         print(f"results: {store.path(f'spectrum_world{world}')}")

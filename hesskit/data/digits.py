@@ -4,8 +4,7 @@ from __future__ import annotations
 import torch
 
 from hesskit._validation import check_float_dtype
-from hesskit.data.subsets import select_classes
-from hesskit.data import transforms
+from hesskit.data._images import finish_images
 
 __all__ = ["load_digits"]
 
@@ -62,13 +61,5 @@ def load_digits(
     bunch = sklearn_load_digits()
     X = torch.as_tensor(bunch.images, dtype=torch.float64).unsqueeze(1) / 16.0
     y = torch.as_tensor(bunch.target, dtype=torch.long)
-    if classes is not None:
-        X, y = select_classes(X, y, classes)
-    if pool is not None:
-        X = transforms.avg_pool_to(X, pool)
-    if upsample_to is not None:
-        X = transforms.upsample_to(X, upsample_to)
-    if pad_to is not None:
-        X = transforms.pad_to(X, pad_to)
-    X = transforms.to_channels(X, channels).to(dtype)
-    return (X.flatten(1) if flatten else X), y
+    return finish_images(X, y, dtype=dtype, classes=classes, pool=pool, upsample_to=upsample_to,
+                         pad_to=pad_to, channels=channels, flatten=flatten)

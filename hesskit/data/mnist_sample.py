@@ -17,8 +17,7 @@ import numpy as np
 import torch
 
 from hesskit._validation import check_float_dtype, check_positive_int
-from hesskit.data import transforms
-from hesskit.data.subsets import select_classes
+from hesskit.data._images import finish_images
 
 __all__ = ["load_mnist_sample", "mnist_sample_path"]
 
@@ -129,11 +128,5 @@ def load_mnist_sample(
     y = torch.tensor(labels, dtype=torch.long)
     if not raw:
         X = X / 255.0
-    if classes is not None:
-        X, y = select_classes(X, y, classes)
-    if resize_to is not None:
-        X = transforms.resize_to(X, resize_to)
-    if pad_to is not None:
-        X = transforms.pad_to(X, pad_to)
-    X = transforms.to_channels(X, channels).to(dtype)
-    return (X.flatten(1) if flatten else X), y
+    return finish_images(X, y, dtype=dtype, classes=classes, resize_to=resize_to, pad_to=pad_to,
+                         channels=channels, flatten=flatten)

@@ -1,4 +1,9 @@
-"""Models by name: :func:`get_model` and :func:`list_models`."""
+"""Architectures by name: :func:`get_model` and :func:`list_models`.
+
+Only architectures a user would build on are registered; a study's particular
+configuration of one (e.g. the decision-boundary study's 2-100-100-3 MLP) is built
+by its script in ``examples/`` with the builder and its arguments.
+"""
 from __future__ import annotations
 
 from functools import partial
@@ -16,8 +21,6 @@ __all__ = ["get_model", "list_models"]
 
 _MODELS = {
     "mlp": mlp,
-    "boundary_mlp": partial(mlp, in_dim=2, hidden=(100, 100), n_classes=3),
-    "toy_mlp": partial(mlp, in_dim=1, hidden=(10,), n_classes=2),
     "small_cnn": small_cnn,
     "deep_linear": deep_linear,
     "lenet": lenet,
@@ -25,7 +28,6 @@ _MODELS = {
     "vgg11_bn": partial(vgg11, batch_norm=True),
     "resnet18": resnet18,
     "yao_cnn": yao_cnn,
-    "dropout_mlp": partial(mlp, in_dim=784, hidden=(256, 256), n_classes=10),
 }
 
 
@@ -35,21 +37,18 @@ def list_models() -> list[str]:
 
 
 def get_model(name: str, *, seed=None, **kwargs) -> nn.Module:
-    """Build a model of the reproduced studies by name.
+    """Build an architecture by name.
 
     ========================  ==========================================================
     name                      builder and defaults
     ========================  ==========================================================
     ``"mlp"``                 :func:`~hesskit.models.mlp` (give ``in_dim``)
-    ``"boundary_mlp"``        ``mlp(2, (100, 100), 3)``, decision-boundary study
-    ``"toy_mlp"``             ``mlp(1, (10,), 2)``, its 1-D net
-    ``"small_cnn"``           :func:`~hesskit.models.small_cnn`, its image model
+    ``"small_cnn"``           :func:`~hesskit.models.small_cnn`, decision-boundary study
     ``"deep_linear"``         :func:`~hesskit.models.deep_linear`, rank study
     ``"lenet"``               :func:`~hesskit.models.lenet`, Sankar et al.
     ``"vgg11"``/``"vgg11_bn"``  :func:`~hesskit.models.vgg11` without / with BatchNorm
     ``"resnet18"``            :func:`~hesskit.models.resnet18`, CIFAR-style
     ``"yao_cnn"``             :func:`~hesskit.models.yao_cnn`, large-batch study
-    ``"dropout_mlp"``         ``mlp(784, (256, 256), 10)``; pass ``dropout=p``, Kaur et al.
     ========================  ==========================================================
 
     Args:
@@ -60,7 +59,8 @@ def get_model(name: str, *, seed=None, **kwargs) -> nn.Module:
         **kwargs: arguments of the builder; they override the defaults above.
 
     Example:
-        >>> get_model("boundary_mlp", n_classes=4, seed=0)(torch.zeros(1, 2)).shape
+        >>> net = get_model("mlp", in_dim=2, hidden=(100, 100), n_classes=4, seed=0)
+        >>> net(torch.zeros(1, 2)).shape
         torch.Size([1, 4])
     """
     if not isinstance(name, str) or name not in _MODELS:

@@ -7,7 +7,8 @@ import math
 from typing import Optional
 
 import numpy as np
-import torch
+
+from hesskit.plotting._mpl import as_array, pyplot
 
 __all__ = ["plot_alignment_maps"]
 
@@ -40,9 +41,9 @@ def plot_alignment_maps(A, xx, yy, eigenvalues, *, absolute: bool = True, points
         >>> A = hk.alignment(obj, V, torch.stack([xx.ravel(), yy.ravel()], 1))
         >>> fig = plot_alignment_maps(A, xx, yy, values, points=X, point_labels=y)
     """
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
-    A, xx, yy, lam = (_array(t, n) for t, n in ((A, "A"), (xx, "xx"), (yy, "yy"),
+    A, xx, yy, lam = (as_array(t, n) for t, n in ((A, "A"), (xx, "xx"), (yy, "yy"),
                                                  (eigenvalues, "eigenvalues")))
     if xx.ndim != 2 or xx.shape != yy.shape:
         raise ValueError(f"xx, yy: expected two (H, W) grids of one shape, got {xx.shape} "
@@ -73,9 +74,9 @@ def plot_alignment_maps(A, xx, yy, eigenvalues, *, absolute: bool = True, points
         mesh = ax.pcolormesh(xx, yy, values[:, i].reshape(xx.shape), cmap=cmap, vmin=vmin,
                              vmax=vmax, shading="auto")
         if points is not None:
-            pts = _array(points, "points")
+            pts = as_array(points, "points")
             ax.scatter(pts[:, 0], pts[:, 1], s=6, linewidths=0.2, edgecolors="k",
-                       c=None if point_labels is None else _array(point_labels, "point_labels"),
+                       c=None if point_labels is None else as_array(point_labels, "point_labels"),
                        cmap="tab10")
         ax.set_title(f"$v_{{{i + 1}}}$, $\\lambda_{{{i + 1}}}$ = {lam[i]:.3g}")
         if i % ncols == 0:
@@ -85,12 +86,3 @@ def plot_alignment_maps(A, xx, yy, eigenvalues, *, absolute: bool = True, points
     fig.colorbar(mesh, ax=axes.ravel().tolist(), label="$|A_i(x)|$" if absolute else "$A_i(x)$")
     return fig
 
-
-def _array(t, name: str) -> np.ndarray:
-    if isinstance(t, torch.Tensor):
-        return t.detach().cpu().double().numpy()
-    try:
-        return np.asarray(t, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name}: expected a tensor or array of numbers, got "
-                        f"{type(t).__name__}") from None

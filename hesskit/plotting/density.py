@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Optional
 
 from hesskit.spectral.results import Density
+from hesskit.plotting._mpl import pyplot
 
 __all__ = ["plot_density"]
 
@@ -43,7 +44,7 @@ def plot_density(
         >>> ax.get_xlabel()
         'eigenvalue'
     """
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     if not isinstance(density, Density):
         raise TypeError(f"density: expected a Density, got {type(density).__name__}")

@@ -6,6 +6,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from hesskit.analysis.landscape import Landscape
+from hesskit.plotting._mpl import pyplot
 
 __all__ = ["plot_landscape"]
 
@@ -36,7 +37,7 @@ def plot_landscape(landscape: Landscape, ax=None, *, labels: Optional[Sequence[s
         ...                     labels=("$v_1$", "$v_2$"))
         >>> ax.figure.savefig("surface.png")
     """
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     if not isinstance(landscape, Landscape):
         raise TypeError(f"landscape: expected a Landscape, got {type(landscape).__name__}")

@@ -1,5 +1,9 @@
-"""The landscape, alignment and decision-boundary figures: what is drawn, labels, and
-argument checks."""
+"""The landscape and alignment figures: what is drawn, labels, and argument checks;
+matplotlib stays optional."""
+import subprocess
+import sys
+from pathlib import Path
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -11,8 +15,10 @@ import torch  # noqa: E402
 
 from hesskit.analysis.landscape import Landscape  # noqa: E402
 from hesskit.plotting.alignment import plot_alignment_maps  # noqa: E402
-from hesskit.plotting.boundary import plot_boundary_1d, plot_boundary_maps  # noqa: E402
+from hesskit.plotting.histogram import plot_eigenvalue_histograms  # noqa: E402
 from hesskit.plotting.landscape import plot_landscape  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _landscape(ndim):
@@ -83,47 +89,29 @@ def test_plot_alignment_maps_bad_arguments():
         plot_alignment_maps(A, xx, yy, object())
 
 
-def test_plot_boundary_1d_panels_boundary_and_marks():
-    x = torch.linspace(0, 2, 41, dtype=torch.float64)
-    outputs = torch.stack([x - 0.52, torch.zeros_like(x)], 1)   # class 0 right of .52
-    A = torch.stack([torch.exp(-(x - 0.5) ** 2), -0.5 * torch.ones_like(x)], 1)
-    fig = plot_boundary_1d(x, outputs, A, [2.0, 0.1], points=[0.2, 1.5], point_labels=[1, 0],
-                           marked={"$x_b$": [0.52], "extreme": [0.2, 1.5]}, title="t")
-    ax_out, ax_align, ax_data = fig.axes[:3]
-    assert fig._suptitle.get_text() == "t"
-    # the boundary: the midpoint of the grid cell where the arg-max changes
-    vlines = [ln for ln in ax_out.get_lines() if ln.get_linestyle() == ":"]
-    assert len(vlines) == 1 and vlines[0].get_xdata()[0] == pytest.approx(0.525)
-    curves = [ln for ln in ax_align.get_lines() if ln.get_linestyle() != ":"]
-    np.testing.assert_allclose(curves[1].get_ydata(), 0.5)          # |A| is drawn
-    assert [t.get_text() for t in ax_align.get_legend().get_texts()] == [
-        "$|A_{1}(x)|$, $\\lambda_{1}$ = 2", "$|A_{2}(x)|$, $\\lambda_{2}$ = 0.1"]
-    assert [t.get_text() for t in ax_data.get_legend().get_texts()] == ["$x_b$", "extreme"]
-    plt.close(fig)
-    fig = plot_boundary_1d(x, outputs, A[:, :1], [2.0], boundary=[0.3, 1.0])
-    assert len([ln for ln in fig.axes[0].get_lines() if ln.get_linestyle() == ":"]) == 2
-    plt.close(fig)
+def test_import_hesskit_does_not_import_matplotlib():
+    code = "import sys, hesskit; assert 'matplotlib' not in sys.modules, 'matplotlib imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
-def test_plot_boundary_1d_bad_arguments():
-    x = torch.linspace(0, 1, 5)
-    with pytest.raises(ValueError, match="outputs"):
-        plot_boundary_1d(x, torch.zeros(4, 2), torch.zeros(5, 1), [1.0])
-    with pytest.raises(ValueError, match="alignments"):
-        plot_boundary_1d(x, torch.zeros(5, 2), torch.zeros(5), [1.0])
-    with pytest.raises(ValueError, match="eigenvalues"):
-        plot_boundary_1d(x, torch.zeros(5, 2), torch.zeros(5, 2), [1.0])
+def test_missing_matplotlib_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)  # import raises ImportError
+    with pytest.raises(ImportError, match=r"hesskit\[plot\]"):
+        plot_landscape(_landscape(1))
+    with pytest.raises(ImportError, match="matplotlib"):
+        plot_eigenvalue_histograms({"a": [1.0, 0.0]}, {"a": 1})
+
+
+def test_plot_eigenvalue_histograms_outliers_and_checks():
+    fig = plot_eigenvalue_histograms({"a": [5.0, 4.0, 0.1, 0.0, -0.1], "b": [1.0, 0.5, 0.0]},
+                                     {"a": 2, "b": 0}, bins=10, title="t")
+    ax_a, ax_b = fig.axes
+    assert ax_a.get_yscale() == "log" and fig._suptitle.get_text() == "t"
+    assert ax_a.get_title() == "a: P=5, 2 outliers" and ax_b.get_title() == "b: P=3, 0 outliers"
+    counts = [sum(p.get_height() for p in c.patches) for c in ax_a.containers]
+    assert counts == [3, 2]  # bulk, then outliers
+    with pytest.raises(ValueError, match="spectra"):
+        plot_eigenvalue_histograms({}, {})
+    with pytest.raises(TypeError, match="spectra"):
+        plot_eigenvalue_histograms({"a": object()}, {"a": 0})
     plt.close("all")
-
-
-def test_plot_boundary_maps_marked_points():
-    xx, yy = torch.meshgrid(torch.linspace(-1, 1, 5), torch.linspace(-1, 1, 4), indexing="xy")
-    pred = (xx > 0).long()
-    fig = plot_boundary_maps(xx, yy, pred, torch.zeros(20, 2), [1.0, 0.5],
-                             marked={"$x_b$": [0.0, 0.1], "pair": [[0.5, 0.5], [-0.5, 0.5]]})
-    ax = fig.axes[0]
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["$x_b$", "pair"]
-    offsets = [c.get_offsets() for c in ax.collections if c.get_label() in ("$x_b$", "pair")]
-    np.testing.assert_allclose(offsets[0], [[0.0, 0.1]])
-    np.testing.assert_allclose(offsets[1], [[0.5, 0.5], [-0.5, 0.5]])
-    plt.close(fig)

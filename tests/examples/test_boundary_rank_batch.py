@@ -21,8 +21,7 @@ pytestmark = pytest.mark.slow
 
 def run_script(name, out, *extra):
     env = dict(os.environ, MPLBACKEND="Agg")
-    # this tree's hesskit, not whichever one the interpreter has installed
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])  # this tree
     proc = subprocess.run([sys.executable, str(ROOT / "examples" / name), "--smoke",
                            "--out", str(out), *extra],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)

@@ -143,9 +143,9 @@ def test_plot_functions_draw_and_check_arguments():
     import torch
 
     import hesskit as hk
-    from hesskit.plotting.layers import (plot_history, plot_layer_densities, plot_layer_distances,
-                                         plot_method_bars)
-    from hesskit.plotting.sharpness import plot_edge_of_stability, plot_sharpness_generalization
+    from studies.figures import (plot_edge_of_stability, plot_history, plot_layer_densities,
+                                 plot_layer_distances, plot_method_bars,
+                                 plot_sharpness_generalization)
 
     ax = plot_layer_distances({"epoch 1": ([0, 0.5, 1], [0.3, 0.1, 0.2])},
                               layer_names=["a", "b", "c"])

@@ -9,26 +9,23 @@ DEFAULT_KWARGS = {"mlp": dict(in_dim=4), "deep_linear": dict(in_dim=4, widths=(5
 
 def test_list_models():
     assert list_models() == sorted([
-        "mlp", "boundary_mlp", "toy_mlp", "small_cnn", "deep_linear", "lenet",
-        "vgg11", "vgg11_bn", "resnet18", "yao_cnn", "dropout_mlp",
+        "mlp", "small_cnn", "deep_linear", "lenet", "vgg11", "vgg11_bn", "resnet18", "yao_cnn",
     ])
 
 
-def test_study_defaults():
+def test_builder_arguments_pass_through():
     def linears(net):
         return [(m.in_features, m.out_features) for m in net if isinstance(m, nn.Linear)]
 
-    assert linears(get_model("boundary_mlp")) == [(2, 100), (100, 100), (100, 3)]
-    assert linears(get_model("toy_mlp")) == [(1, 10), (10, 2)]
-    assert linears(get_model("dropout_mlp")) == [(784, 256), (256, 256), (256, 10)]
-    dropout = get_model("dropout_mlp", in_dim=64, dropout=0.5)
+    assert linears(get_model("mlp", in_dim=2, hidden=(100, 100), n_classes=3)) == \
+        [(2, 100), (100, 100), (100, 3)]
+    dropout = get_model("mlp", in_dim=64, hidden=(256, 256), n_classes=10, dropout=0.5)
     assert linears(dropout)[0] == (64, 256) and sum(isinstance(m, nn.Dropout) for m in dropout) == 2
     vgg_bn = get_model("vgg11_bn", width_mult=0.125)
     assert any(isinstance(m, nn.BatchNorm2d) for m in vgg_bn.modules())
-    assert get_model("boundary_mlp", n_classes=4)(torch.zeros(1, 2)).shape == (1, 4)
 
 
-@pytest.mark.parametrize("name", ["boundary_mlp", "mlp", "deep_linear", "small_cnn", "lenet"])
+@pytest.mark.parametrize("name", ["mlp", "deep_linear", "small_cnn", "lenet"])
 def test_seed_reproduces_weights_without_touching_global_state(name):
     kwargs = DEFAULT_KWARGS.get(name, {})
     state = torch.random.get_rng_state()

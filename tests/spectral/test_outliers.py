@@ -2,7 +2,6 @@
 import pytest
 import torch
 
-from hesskit.experiments import num_threads
 from hesskit.spectral import count_outliers
 
 
@@ -27,12 +26,3 @@ def test_bins_set_the_gap_threshold():
     with pytest.raises(ValueError, match="bins"):
         count_outliers(values, bins=0)
 
-
-def test_num_threads_restores_the_count():
-    before = torch.get_num_threads()
-    with num_threads(1):
-        assert torch.get_num_threads() == 1
-    assert torch.get_num_threads() == before
-    with pytest.raises(ValueError, match="n:"):
-        with num_threads(0):
-            pass

@@ -8,8 +8,6 @@
 - :func:`plot_boundary_1d`: the same for one input dimension (the study's toy
   set): the decision function along :math:`x`, the alignments
   :math:`|A_i(x)|`, and the training data, the boundary points marked;
-- :func:`plot_eigenvalue_histograms`: the Hessian spectrum of each setup as a
-  histogram with a logarithmic count axis, the outliers marked;
 - :func:`plot_training_alignment`: the alignment of every training point with
   every eigenvector against the eigen-index, with the random-direction threshold
   that defines the generalization measure :math:`G_\\theta`.
@@ -23,21 +21,12 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["plot_boundary_maps", "plot_boundary_1d", "plot_eigenvalue_histograms",
-           "plot_training_alignment"]
+from hesskit.plotting._mpl import as_array
+
+__all__ = ["plot_boundary_maps", "plot_boundary_1d", "plot_training_alignment"]
 
 #: Marker styles of the ``marked`` point sets, in order.
 MARKERS = ("*", "P", "X", "D", "^", "v")
-
-
-def _np(x, name: str) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().double().numpy()
-    try:
-        return np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name}: expected numbers (a tensor, array or list), got "
-                        f"{type(x).__name__}") from None
 
 
 def plot_boundary_maps(xx, yy, predicted, alignments, eigenvalues, *, reconstruction=None,
@@ -68,14 +57,14 @@ def plot_boundary_maps(xx, yy, predicted, alignments, eigenvalues, *, reconstruc
     """
     import matplotlib.pyplot as plt
 
-    xx, yy = _np(xx, "xx"), _np(yy, "yy")
+    xx, yy = as_array(xx, "xx"), as_array(yy, "yy")
     if xx.ndim != 2 or xx.shape != yy.shape:
         raise ValueError(f"xx, yy: expected two (H, W) grids of one shape, got {xx.shape}, "
                          f"{yy.shape}")
-    pred = _np(predicted, "predicted").reshape(xx.shape)
-    A = np.abs(_np(alignments, "alignments"))
+    pred = as_array(predicted, "predicted").reshape(xx.shape)
+    A = np.abs(as_array(alignments, "alignments"))
     A = A.reshape(xx.size, -1)
-    lam = _np(eigenvalues, "eigenvalues").reshape(-1)
+    lam = as_array(eigenvalues, "eigenvalues").reshape(-1)
     if lam.size != A.shape[1]:
         raise ValueError(f"eigenvalues: expected {A.shape[1]} values, got {lam.size}")
     classes = np.unique(pred)
@@ -84,8 +73,8 @@ def plot_boundary_maps(xx, yy, predicted, alignments, eigenvalues, *, reconstruc
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 3.0 * nrows), squeeze=False,
                              sharex=True, sharey=True, layout="constrained")
     axes = axes.ravel()
-    pts = _np(points, "points") if points is not None else None
-    lab = _np(point_labels, "point_labels") if point_labels is not None else None
+    pts = as_array(points, "points") if points is not None else None
+    lab = as_array(point_labels, "point_labels") if point_labels is not None else None
 
     def draw_boundary(ax, color):
         # the boundary of each predicted class region; shared edges coincide
@@ -101,7 +90,7 @@ def plot_boundary_maps(xx, yy, predicted, alignments, eigenvalues, *, reconstruc
     ax.pcolormesh(xx, yy, pred, cmap="tab10", vmin=0, vmax=9, alpha=0.45, shading="auto")
     draw_boundary(ax, "k")
     for (name, where), marker in zip((marked or {}).items(), MARKERS):
-        where = _np(where, f"marked[{name!r}]").reshape(-1, 2)
+        where = as_array(where, f"marked[{name!r}]").reshape(-1, 2)
         ax.scatter(where[:, 0], where[:, 1], s=90, marker=marker, c="w", edgecolors="k",
                    linewidths=1.0, label=name, zorder=5)
     if marked:
@@ -110,7 +99,7 @@ def plot_boundary_maps(xx, yy, predicted, alignments, eigenvalues, *, reconstruc
     i = 1
     if reconstruction is not None:
         ax = axes[i]
-        rec = _np(reconstruction, "reconstruction").reshape(xx.shape)
+        rec = as_array(reconstruction, "reconstruction").reshape(xx.shape)
         ax.pcolormesh(xx, yy, rec, cmap="magma", shading="auto")
         draw_boundary(ax, "w")
         k = f"{reconstruction_k}" if reconstruction_k is not None else "k"
@@ -171,21 +160,21 @@ def plot_boundary_1d(x, outputs, alignments, eigenvalues, *, points=None, point_
     """
     import matplotlib.pyplot as plt
 
-    x = _np(x, "x").reshape(-1)
-    out = _np(outputs, "outputs")
-    A = np.abs(_np(alignments, "alignments"))
+    x = as_array(x, "x").reshape(-1)
+    out = as_array(outputs, "outputs")
+    A = np.abs(as_array(alignments, "alignments"))
     if out.ndim != 2 or out.shape[0] != x.size:
         raise ValueError(f"outputs: expected shape ({x.size}, C), got {out.shape}")
     if A.ndim != 2 or A.shape[0] != x.size:
         raise ValueError(f"alignments: expected shape ({x.size}, k), got {A.shape}")
-    lam = _np(eigenvalues, "eigenvalues").reshape(-1)
+    lam = as_array(eigenvalues, "eigenvalues").reshape(-1)
     if lam.size != A.shape[1]:
         raise ValueError(f"eigenvalues: expected {A.shape[1]} values, got {lam.size}")
     pred = out.argmax(1)
     if boundary is None:
         change = np.flatnonzero(pred[1:] != pred[:-1])
         boundary = (x[change] + x[change + 1]) / 2
-    boundary = _np(boundary, "boundary").reshape(-1)
+    boundary = as_array(boundary, "boundary").reshape(-1)
     fig, axes = plt.subplots(3, 1, figsize=(7.5, 6.4), sharex=True, layout="constrained",
                              gridspec_kw={"height_ratios": [1.2, 1.2, 0.5]})
     ax = axes[0]
@@ -208,12 +197,12 @@ def plot_boundary_1d(x, outputs, alignments, eigenvalues, *, points=None, point_
     ax = axes[2]
     ax.axhline(0, color="0.6", lw=0.8, zorder=0)
     if points is not None:
-        pts = _np(points, "points").reshape(-1)
-        lab = _np(point_labels, "point_labels") if point_labels is not None else None
+        pts = as_array(points, "points").reshape(-1)
+        lab = as_array(point_labels, "point_labels") if point_labels is not None else None
         ax.scatter(pts, np.zeros_like(pts), c=lab, cmap="tab10", vmin=0, vmax=9, s=50,
                    edgecolors="k", linewidths=0.5, zorder=3)
     for (name, where), marker in zip((marked or {}).items(), MARKERS):
-        where = _np(where, f"marked[{name!r}]").reshape(-1)
+        where = as_array(where, f"marked[{name!r}]").reshape(-1)
         ax.scatter(where, np.full(where.size, 0.5), s=80, marker=marker, c="w",
                    edgecolors="k", linewidths=1.0, label=name, zorder=4)
     if marked:
@@ -228,48 +217,6 @@ def plot_boundary_1d(x, outputs, alignments, eigenvalues, *, points=None, point_
     axes[0].set_xlim(x[0], x[-1])
     if title:
         fig.suptitle(title)
-    return fig
-
-
-def plot_eigenvalue_histograms(spectra: Mapping[str, Sequence[float]],
-                               n_outliers: Mapping[str, int], *, bins: int = 50,
-                               title: Optional[str] = None):
-    """The full Hessian spectrum of each setup, log-count histogram, outliers in red.
-
-    Args:
-        spectra: setup name -> all eigenvalues.
-        n_outliers: setup name -> number of outliers (the largest eigenvalues).
-        bins: histogram bins between the smallest and largest eigenvalue.
-        title: the figure title.
-
-    Returns:
-        The matplotlib ``Figure``, one panel per setup.
-    """
-    import matplotlib.pyplot as plt
-
-    names = list(spectra)
-    if not names:
-        raise ValueError("spectra: expected at least one setup")
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False)
-    for ax, name in zip(axes[0], names):
-        lam = np.sort(_np(spectra[name], f"spectra[{name!r}]"))[::-1]
-        k = int(n_outliers[name])
-        edges = np.linspace(lam[-1], lam[0], bins + 1)
-        ax.hist(lam[k:], bins=edges, log=True, color="tab:blue", label="bulk")
-        if k:
-            ax.hist(lam[:k], bins=edges, log=True, color="tab:red", label=f"outliers ({k})")
-            ymax = ax.get_ylim()[1]
-            ax.plot(lam[:k], np.full(k, ymax * 0.5), "v", color="tab:red", ms=5)
-        top = ", ".join(f"$\\lambda_{{{j + 1}}}$={v:.3g}" for j, v in enumerate(lam[:3]))
-        ax.text(0.97, 0.62, top, transform=ax.transAxes, ha="right", va="top", fontsize=7,
-                bbox=dict(boxstyle="round", fc="w", ec="0.7"))
-        ax.set_xlabel("eigenvalue")
-        ax.set_ylabel("count (log scale)")
-        ax.set_title(f"{name}: P={lam.size}, {k} outlier{'s' if k != 1 else ''}")
-        ax.legend(fontsize=7, loc="center right", bbox_to_anchor=(1.0, 0.4))
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
     return fig
 
 
@@ -297,12 +244,12 @@ def plot_training_alignment(alignments: Mapping[str, Sequence],
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False,
                              sharey=True)
     for ax, name in zip(axes[0], names):
-        A = np.abs(_np(alignments[name], "alignments"))
+        A = np.abs(as_array(alignments[name], "alignments"))
         n, K = A.shape
         idx = np.broadcast_to(np.arange(1, K + 1), (n, K))
         ax.scatter(idx.ravel(), A.ravel(), s=2, alpha=0.3, color="tab:blue", rasterized=True,
                    label="$|A_i(x_n)|$, training points")
-        top = _np(max_alignment[name], "max_alignment")
+        top = as_array(max_alignment[name], "max_alignment")
         ax.plot(np.arange(1, top.size + 1), top, color="k", lw=0.8, label="$\\max_n |A_i(x_n)|$")
         ax.axhline(float(threshold[name]), color="tab:red", ls="--", lw=1,
                    label=f"random threshold {float(threshold[name]):.3f}")

@@ -15,13 +15,9 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
+from hesskit.plotting._mpl import as_array
+
 __all__ = ["plot_batch_spectra", "plot_batch_landscapes"]
-
-
-def _np(x) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().double().numpy()
-    return np.asarray(x, dtype=np.float64)
 
 
 def _landscape(record) -> dict:
@@ -29,7 +25,7 @@ def _landscape(record) -> dict:
     for key in ("x", "y", "loss"):
         if record.get(key) is None:
             raise ValueError(f"landscapes: each needs a 2-D grid with {key!r}")
-    return {"x": _np(record["x"]), "y": _np(record["y"]), "loss": _np(record["loss"])}
+    return {key: as_array(record[key], f"landscapes[...][{key!r}]") for key in ("x", "y", "loss")}
 
 
 def plot_batch_spectra(top_eigenvalues: Mapping[int, Sequence[float]], *,
@@ -51,7 +47,7 @@ def plot_batch_spectra(top_eigenvalues: Mapping[int, Sequence[float]], *,
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
     colors = plt.cm.viridis(np.linspace(0, 0.9, len(sizes)))
     for color, bs in zip(colors, sizes):
-        lam = np.sort(_np(top_eigenvalues[bs]))[::-1]
+        lam = np.sort(as_array(top_eigenvalues[bs], "top_eigenvalues"))[::-1]
         idx = np.arange(1, lam.size + 1)
         k = int(n_outliers[bs]) if n_outliers is not None else 0
         label = f"batch {bs}" + (f" ({k} outliers)" if n_outliers is not None else "")
@@ -63,7 +59,7 @@ def plot_batch_spectra(top_eigenvalues: Mapping[int, Sequence[float]], *,
     ax.set_ylabel("eigenvalue $\\lambda_i$ (log scale)")
     ax.set_title("top eigenvalues of the final-layer Hessian")
     ax.legend(fontsize=7)
-    top = [float(np.max(_np(top_eigenvalues[bs]))) for bs in sizes]
+    top = [float(np.max(as_array(top_eigenvalues[bs], "top_eigenvalues"))) for bs in sizes]
     ax2.plot([int(s) for s in sizes], top, "o-", color="tab:red")
     for s, v in zip(sizes, top):
         ax2.annotate(f"{v:.3g}", (int(s), v), textcoords="offset points", xytext=(0, 6),
