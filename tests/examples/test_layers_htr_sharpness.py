@@ -111,7 +111,8 @@ def test_sharpness_generalization_smoke(tmp_path):
     check_claims(summary, stdout)
     s = summary["settings"]
     grid = summary["grid"]
-    assert len(grid) == 2 * len(s["lrs"]) * len(s["batch_sizes"])
+    assert len(grid) == 2 * len(s["lrs"]) * len(s["batch_sizes"]) * s["seeds"]
+    assert len(summary["scaling"]) == s["seeds"]
     assert len(summary["dropout_sweep"]) == sum(p > 0 for p in s["dropouts"])
     for run in grid + summary["dropout_sweep"]:
         assert 0.0 <= run["test_accuracy"] <= 1.0 and run["steps"] >= 1
