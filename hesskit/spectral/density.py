@@ -22,6 +22,26 @@ the three-term step, one classical Gram–Schmidt pass over the run's basis, and
 a second where the first removed most of the vector: Daniel, Gragg, Kaufman &
 Stewart 1976), so that no spurious copies of the outlier eigenvalues appear.
 Memory: ``n_steps · n_runs · P`` numbers for the bases.
+
+``recipe="layerhessians"`` is instead the density of Papyan's "LanczosApproxSpec"
+(Papyan, "Traces of class/cross-class structure pervade deep learning spectra",
+JMLR 2020, Algorithm 2, following Lin, Saad & Yang, "Approximating spectral
+densities of large matrices", SIAM Review 2016) as Sankar et al. ("A deeper look
+at the Hessian eigenspectrum of deep neural networks and its applications to
+regularization", AAAI 2021) run it in their released code: the range
+``[θ₁ − r₁, θₘ + rₘ]`` from a separate :data:`RANGE_STEPS`-step Lanczos run
+(extreme Ritz values widened by their residual norms ``rᵢ = |βₘ sₘᵢ|``) and
+widened by :data:`RANGE_MARGIN` of its width on each side, mapped affinely to
+``[−1, 1]``; the runs of ``n_steps`` steps WITHOUT reorthogonalization; in the
+normalised units a Gaussian kernel of
+
+    σ = (2 / (n_steps − 1)) / √(8 ln κ),  κ = 1.25,
+
+whose values ``exp(−z²/2)`` at or below :data:`KERNEL_CUTOFF` are set to 0; the
+density evaluated on ``n_points`` equispaced points of ``[−1, 1]`` and mapped
+back to eigenvalue units. The cut-off leaves exact zeros wherever every node is
+more than ``σ √(2 ln 10⁸) ≈ 6.1 σ`` away, which is what the log-density distance
+``spectrum_distance(method="layerhessians")`` then reads.
 """
 from __future__ import annotations
 
@@ -51,6 +71,17 @@ SIGMA_FRACTION = 0.005
 #: Default runs and steps (200 products in 40 passes; see :func:`spectral_density`).
 N_RUNS, N_STEPS = 5, 40
 
+RECIPES = ("slq", "layerhessians")
+
+#: ``recipe="layerhessians"``: Lanczos steps of the run that estimates the spectrum's range.
+RANGE_STEPS = 64
+#: ``recipe="layerhessians"``: the range is widened by this fraction of its width on each side.
+RANGE_MARGIN = 0.05
+#: ``recipe="layerhessians"``: κ of the kernel width ``σ = (2 / (n_steps − 1)) / √(8 ln κ)``.
+KAPPA = 1.25
+#: ``recipe="layerhessians"``: kernel values ``exp(−z²/2)`` at or below this are set to 0.
+KERNEL_CUTOFF = 1e-8
+
 
 def spectral_density(
     op,
@@ -62,6 +93,7 @@ def spectral_density(
     *,
     probe: str = "rademacher",
     progress: Optional[bool] = None,
+    recipe: str = "slq",
 ) -> Density:
     """Estimates the eigenvalue density of a curvature operator (SLQ).
 
@@ -99,10 +131,17 @@ def spectral_density(
         seed: an int or a ``torch.Generator`` for the starting vectors.
         probe: ``"rademacher"`` or ``"gaussian"`` starting vectors (normalized).
         progress: show a tqdm bar: True, False, or None (after 2 seconds).
+        recipe: ``"slq"`` (the method above) or ``"layerhessians"``, Papyan's and
+            Sankar et al.'s recipe (module docstring): ``n_runs`` runs of
+            ``n_steps >= 2`` steps without reorthogonalization after a
+            :data:`RANGE_STEPS`-step range run, their kernel width and cut-off;
+            ``sigma`` must then be None. Sankar et al. use ``n_runs=1,
+            n_steps=128, n_points=1024``.
 
     Returns:
         A :class:`Density`: ``grid`` spans the Ritz values plus ``4 σ`` on each
-        side; ``density`` integrates to about 1; ``nodes`` and ``weights`` of
+        side (``"layerhessians"``: the estimated range plus its margins, and
+        ``sigma`` is the kernel width in eigenvalue units); ``density`` integrates to about 1; ``nodes`` and ``weights`` of
         shape ``(n_runs, n_steps)`` (float64, CPU) are the quadrature rules, so
         ``Density.moment(p)`` estimates ``tr(H^p) / P``. A run whose Krylov space
         becomes invariant before ``n_steps`` (a matrix with few distinct
@@ -123,9 +162,13 @@ def spectral_density(
         sigma = check_positive_float(sigma, "sigma")
     check_choice(probe, "probe", PROBES)
     check_progress(progress)
+    check_choice(recipe, "recipe", RECIPES)
+    if recipe == "layerhessians":
+        return _layerhessians_density(lin, n_runs, n_steps, n_points, sigma, probe,
+                                      make_generator(seed), progress)
     generator = make_generator(seed)
     with progress_bar(progress, n_runs * n_steps, "spectral density") as bar:
-        nodes, weights = _block_lanczos_quadrature(lin, n_runs, n_steps, probe, generator, bar)
+        nodes, weights, _ = _block_lanczos_quadrature(lin, n_runs, n_steps, probe, generator, bar)
     grid, density, sigma = _broaden(nodes, weights, n_points, sigma)
     return Density(
         grid=grid,
@@ -144,11 +187,19 @@ def _block_lanczos_quadrature(
     probe: str,
     generator: torch.Generator,
     bar,
-) -> Tuple[torch.Tensor, torch.Tensor]:
+    *,
+    reorthogonalize: bool = True,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Runs ``n_runs`` Lanczos recurrences side by side; returns their Gauss rules.
 
+    Args:
+        reorthogonalize: Gram–Schmidt against each run's whole basis after the
+            three-term step (False: the plain three-term recurrence).
+
     Returns:
-        ``(nodes, weights)``, each ``(n_runs, n_steps)`` float64 on the CPU.
+        ``(nodes, weights, residuals)``, each ``(n_runs, n_steps)`` float64 on the
+        CPU; ``residuals[r, i] = |β_m s_{m,i}|`` is the residual norm of Ritz pair
+        ``i`` of run ``r`` (``β_m`` from one more three-term step).
     """
     size, dtype, device = lin.size, lin.dtype, lin.device
     # basis[r, j] is the j-th Lanczos vector of run r: each run's basis is a contiguous (j, P) slab
@@ -163,17 +214,19 @@ def _block_lanczos_quadrature(
         bar.update(n_runs)
         norm_est = max(norm_est, float(torch.linalg.vector_norm(W, dim=2).max()))
         alpha[j] = (W * basis[:, j].unsqueeze(1)).sum(dim=(1, 2))
-        if j == n_steps - 1:
-            break
         # the three-term step, then each run against its whole basis,
         # w_r ← w_r − Q_r (Q_rᵀ w_r), once more where that pass removed more than
         # 1 − 1/√2 of the norm (DGKS)
         W = W - alpha[j][:, None, None] * basis[:, j : j + 1]
         if j > 0:
             W = W - beta[j - 1][:, None, None] * basis[:, j - 1 : j]
+        b = torch.linalg.vector_norm(W, dim=(1, 2))
+        if j == n_steps - 1:
+            last_beta = b
+            break
         previous = basis[:, : j + 1]  # (n_runs, j + 1, P)
-        for _ in range(2):
-            before = torch.linalg.vector_norm(W, dim=(1, 2))
+        for _ in range(2 if reorthogonalize else 0):
+            before = b
             W = W - (W @ previous.mT) @ previous
             b = torch.linalg.vector_norm(W, dim=(1, 2))
             if not bool((b < 0.5**0.5 * before).any()):
@@ -190,7 +243,50 @@ def _block_lanczos_quadrature(
     T = T + torch.diag_embed(off, offset=1) + torch.diag_embed(off, offset=-1)
     nodes, vectors = torch.linalg.eigh(T)
     weights = vectors[:, 0, :] ** 2
-    return nodes, weights
+    residuals = (last_beta.double().cpu()[:, None] * vectors[:, -1, :]).abs()
+    return nodes, weights, residuals
+
+
+def _layerhessians_density(
+    lin: LinearOperator,
+    n_runs: int,
+    n_steps: int,
+    n_points: int,
+    sigma: Optional[float],
+    probe: str,
+    generator: torch.Generator,
+    progress: Optional[bool],
+) -> Density:
+    """``recipe="layerhessians"``: Papyan's LanczosApproxSpec as Sankar et al. run it."""
+    if sigma is not None:
+        raise ValueError(f"sigma: recipe='layerhessians' sets the kernel width from n_steps; "
+                         f"expected None, got {sigma!r}")
+    check_int(n_steps, "n_steps", 2, lin.size)
+    range_steps = min(RANGE_STEPS, lin.size)
+    with progress_bar(progress, range_steps + n_runs * n_steps, "spectral density") as bar:
+        ritz, _, residuals = _block_lanczos_quadrature(lin, 1, range_steps, probe, generator, bar,
+                                                       reorthogonalize=False)
+        nodes, weights, _ = _block_lanczos_quadrature(lin, n_runs, n_steps, probe, generator, bar,
+                                                      reorthogonalize=False)
+    lo = float(ritz[0, 0] - residuals[0, 0])
+    hi = float(ritz[0, -1] + residuals[0, -1])
+    spread = hi - lo if hi > lo else max(abs(hi), 1.0)
+    lo, hi = lo - RANGE_MARGIN * spread, hi + RANGE_MARGIN * spread
+    center, half = (hi + lo) / 2, (hi - lo) / 2
+    width = 2.0 / (n_steps - 1) / math.sqrt(8.0 * math.log(KAPPA))  # σ in [-1, 1] units
+    unit_grid = torch.linspace(-1.0, 1.0, n_points, dtype=torch.float64)
+    z = (unit_grid[:, None] - (nodes.reshape(1, -1) - center) / half) / width
+    kernel = torch.exp(-0.5 * z**2)
+    kernel = torch.where(kernel > KERNEL_CUTOFF, kernel, torch.zeros_like(kernel))
+    density = kernel @ weights.reshape(-1) / (n_runs * width * math.sqrt(2 * math.pi) * half)
+    return Density(
+        grid=center + half * unit_grid,
+        density=density,
+        nodes=nodes,
+        weights=weights,
+        sigma=width * half,
+        n_matvecs=lin.n_matvecs,
+    )
 
 
 def _broaden(

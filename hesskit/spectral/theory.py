@@ -14,7 +14,7 @@ from hesskit.spectral._common import check_choice, check_int
 
 __all__ = ["hessian_rank_predictions"]
 
-_LOSSES = ("mse", "ce")
+_LOSSES = ("mse", "ce", "logcosh")
 
 
 def hessian_rank_predictions(
@@ -23,9 +23,11 @@ def hessian_rank_predictions(
     """Predicts the ranks of the loss Hessian and of its two parts.
 
     With ``L = len(widths) + 1`` weight matrices, hidden widths
-    ``M₁ … M_{L−1}``, ``K`` outputs, ``K' = K`` for the squared error and
-    ``K' = K − 1`` for cross-entropy (its output Hessian ``diag(p) − ppᵀ``
-    annihilates the all-ones vector), ``r`` the rank of the input matrix,
+    ``M₁ … M_{L−1}``, ``K`` outputs, ``K' = K`` for the squared error and for
+    log-cosh ``Σ log cosh(f − y)`` (output Hessians ``I`` and
+    ``diag(sech²(f − y))``, both of full rank ``K``) and ``K' = K − 1`` for
+    cross-entropy (its output Hessian ``diag(p) − ppᵀ`` annihilates the
+    all-ones vector), ``r`` the rank of the input matrix,
     ``s = min(r, K')`` and ``q = min(r, K', M₁, …, M_{L−1})``:
 
         rank H_o = q (r + K' − q)
@@ -44,7 +46,8 @@ def hessian_rank_predictions(
         input_rank: ``r``, the rank of the ``(d, N)`` input matrix, ``>= 1``.
         n_outputs: ``K``, the output dimension (``>= 2`` for ``"ce"``).
         widths: the hidden widths ``M₁ … M_{L−1}`` (empty for one layer).
-        loss: ``"mse"`` (summed or mean squared error) or ``"ce"`` (cross-entropy).
+        loss: ``"mse"`` (summed or mean squared error), ``"ce"`` (cross-entropy) or
+            ``"logcosh"`` (summed or mean log-cosh, the paper's third loss).
 
     Returns:
         ``{"loss": rank H_L, "outer": rank H_o, "functional": rank H_F}``.
@@ -61,7 +64,7 @@ def hessian_rank_predictions(
         raise TypeError(f"widths: expected a sequence of ints, got {type(widths).__name__}")
     widths = [check_int(width, "widths[i]", 1) for width in widths]
     r = input_rank
-    k = n_outputs if loss == "mse" else n_outputs - 1
+    k = n_outputs - 1 if loss == "ce" else n_outputs
     n_layers = len(widths) + 1
     s = min(r, k)
     q = min([r, k] + widths)

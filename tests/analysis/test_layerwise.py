@@ -1,5 +1,6 @@
 """layerwise_spectra against explicit torch.func.hessian blocks (float64)."""
 import json
+import math
 
 import pytest
 import torch
@@ -118,3 +119,24 @@ def test_k_larger_than_block_and_bad_arguments():
         layerwise_spectra(obj, weights_only=True)
     with pytest.raises(TypeError, match="module_types"):
         layerwise_spectra(obj, module_types=("Linear",))
+
+
+def test_densities_by_the_layerhessians_recipe():
+    """recipe= reaches every layer's density: Sankar et al.'s kernel width for the block's
+    steps, a grid spanning the exact block spectrum with the 5 % margins."""
+    model, loss_fn, X, y = _problem()
+    obj = Objective(model, loss_fn, (X, y))
+    layers = layerwise_spectra(obj, k=2, density=True, n_runs=1, n_steps=128, seed=0,
+                               recipe="layerhessians")
+    for module, spec in layers.items():
+        lam = torch.linalg.eigvalsh(explicit_hessian(model, loss_fn, X, y, _names(module)).detach())
+        d = spec.density
+        steps = d.nodes.shape[1]
+        assert steps == spec.n_params  # min(128, n_params) steps
+        half = float(d.grid[-1] - d.grid[0]) / 2
+        assert d.sigma == pytest.approx(2 / (steps - 1) / math.sqrt(8 * math.log(1.25)) * half)
+        margin = 0.05 * float(lam[-1] - lam[0])
+        assert float(d.grid[0]) <= float(lam[0]) - 0.9 * margin
+        assert float(d.grid[-1]) >= float(lam[-1]) + 0.9 * margin
+    with pytest.raises(ValueError, match="recipe:"):
+        layerwise_spectra(obj, density=True, recipe="papyan")

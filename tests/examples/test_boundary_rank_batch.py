@@ -118,7 +118,7 @@ def test_hessian_rank_smoke(tmp_path):
     check_claims(summary)
     n_points = 0
     for sweep in ("sample", "width", "depth"):
-        for loss in ("mse", "ce"):
+        for loss in ("mse", "ce", "logcosh"):
             for point in load(out, f"{sweep}_{loss}_linear"):
                 expected = hk.theory.hessian_rank_predictions(point["input_rank"], 10,
                                                               point["widths"], loss=loss)
@@ -130,7 +130,8 @@ def test_hessian_rank_smoke(tmp_path):
     assert n_points > 0
     relu = load(out, "width_mse_relu")
     assert all(0 < p["empirical"]["loss"] <= p["n_params"] for p in relu)
-    assert [c["holds"] for c in summary["claims"][:2]] == [True, True]  # the linear claims
+    assert [c["holds"] for c in summary["claims"][:3]] == [True] * 3  # the linear claims
+    assert summary["config"]["data"] == "mnist_sample"
     for fig in ("rank_sweeps", "rank_fraction_sweeps"):
         assert (out / f"{fig}.png").stat().st_size > 1000
 
@@ -187,7 +188,7 @@ def test_rank_and_batch_size_read_local_files(tmp_path):
                str(root), "--no-relu")
     summary = load(tmp_path / "rank", "summary")
     assert summary["config"]["data"] == "mnist"
-    assert [c["holds"] for c in summary["claims"]] == [True, True]
+    assert [c["holds"] for c in summary["claims"]] == [True] * 3
     run_script("batch_size_spectrum.py", tmp_path / "batch", "--dataset", "mnist",
                "--data-root", str(root))
     r = load(tmp_path / "batch", "batch_128")

@@ -33,6 +33,9 @@ def _empirical_ranks(n_samples, dim, widths, n_outputs, loss, input_rank=None, s
     if loss == "mse":
         Y = torch.randn(n_samples, n_outputs, dtype=torch.float64, generator=g)
         loss_of = lambda out: 0.5 * ((out - Y) ** 2).sum()  # noqa: E731
+    elif loss == "logcosh":
+        Y = torch.randn(n_samples, n_outputs, dtype=torch.float64, generator=g)
+        loss_of = lambda out: torch.log(torch.cosh(out - Y)).sum()  # noqa: E731
     else:
         y = torch.randint(0, n_outputs, (n_samples,), generator=g)
         loss_of = lambda out: torch.nn.functional.cross_entropy(out, y, reduction="sum")  # noqa: E731
@@ -65,7 +68,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("loss", ["mse", "ce"])
+@pytest.mark.parametrize("loss", ["mse", "ce", "logcosh"])
 @pytest.mark.parametrize("n_samples,dim,widths,n_outputs,input_rank", CASES)
 def test_predictions_match_deep_linear_networks(loss, n_samples, dim, widths, n_outputs, input_rank):
     ranks, r = _empirical_ranks(n_samples, dim, widths, n_outputs, loss, input_rank)
