@@ -8,7 +8,8 @@ columns, in units of one full-batch gradient of the same loss on the same data
 * a CIFAR ResNet with BatchNorm in eval mode, N = 128: the smallest ResNet in
   ``hk.models``, ResNet18 with ``width_mult`` (default 1/8: stages 8-16-32-64),
 
-for each engine, with 1 and 2 threads (``--threads``). Products are timed at steady
+for each engine, with 1 and 2 threads (``--threads``; on ``--device cuda`` the
+threads setting does not matter and one row per model is timed). Products are timed at steady
 state: every engine has run one product on the data first (the graph engine keeps
 the forward pass between products, as eigensolvers and trace estimators use it). A
 cell whose estimated time (from the engine's previous k) exceeds
@@ -18,20 +19,20 @@ float32 GEMM GFLOP/s, the largest relative difference between the engines' produ
 timed only where they are. Target of issue 14: the graph engine at <= 1.0 gradient
 per vector for k >= 16.
 
-    python benchmarks/bench_graph.py [--threads 1,2] [--ks 1,16,64] [--repeats 1]
-                                     [--models lenet,resnet] [--resnet-width 0.125]
-                                     [--max-cell-seconds 30] [--json PATH]
+    python benchmarks/bench_graph.py [--device cpu|cuda] [--threads 1,2] [--ks 1,16,64]
+                                     [--repeats 1] [--models lenet,resnet]
+                                     [--resnet-width 0.125] [--max-cell-seconds 30]
+                                     [--json PATH]
 
-``--json`` writes the table (with the machine description) to PATH (temporary
+The table (with the machine description, the GPU's name on ``cuda``) is written to
+``--json`` PATH, by default ``benchmarks/results/graph_<device>.json`` (temporary
 file, then rename).
 """
 from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
-import tempfile
 import time
 
 import torch
@@ -41,15 +42,16 @@ import hesskit as hk
 from hesskit.engines import AutogradEngine, FuncEngine
 from hesskit.engines.graph import GraphEngine
 
-from _common import best_times, machine_info
+from _common import best_times, machine_info, write_json
 from bench_native import gemm_peak
 
 ENGINES = {"graph": GraphEngine, "func": FuncEngine, "autograd": AutogradEngine}
 PEERS = ("pyhessian", "curvlinops")
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
-def objective(name: str, resnet_width: float) -> hk.Objective:
-    """The benchmark's model and data (float32, fixed seeds)."""
+def objective(name: str, resnet_width: float, device: str = "cpu") -> hk.Objective:
+    """The benchmark's model and data (float32, fixed seeds) on ``device``."""
     gen = torch.Generator().manual_seed(0)
     if name == "lenet":
         model, n = hk.models.get_model("lenet", n_classes=10, in_channels=3, seed=0), 256
@@ -66,15 +68,22 @@ def objective(name: str, resnet_width: float) -> hk.Objective:
         raise ValueError(f"--models: expected lenet or resnet, got {name!r}")
     X = torch.randn(n, 3, 32, 32, generator=gen)
     y = torch.randint(0, 10, (n,), generator=gen)
-    return hk.Objective(model, nn.CrossEntropyLoss(), (X, y))
+    return hk.Objective(model.to(device), nn.CrossEntropyLoss(), (X.to(device), y.to(device)))
+
+
+def synchronize(device: str) -> None:
+    """Wait for the GPU's queued kernels, so that a timer read after it is honest."""
+    if device == "cuda":
+        torch.cuda.synchronize()
 
 
 def case(name: str, args) -> dict:
-    obj = objective(name, args.resnet_width)
+    obj = objective(name, args.resnet_width, args.device)
     chunk = next(obj.chunks())
-    t_grad = best_times({"gradient": obj.gradient}, max(args.repeats, 2), "cpu")["gradient"]
+    t_grad = best_times({"gradient": obj.gradient}, max(args.repeats, 2),
+                        args.device)["gradient"]
     engines = {label: cls(obj) for label, cls in ENGINES.items()}
-    V1 = torch.randn(obj.n_params, 1, generator=torch.Generator().manual_seed(1))
+    V1 = torch.randn(obj.n_params, 1, generator=torch.Generator().manual_seed(1)).to(args.device)
     first = {label: e.hessian(chunk, V1) for label, e in engines.items()}  # warm-up
     ref = first["autograd"]
     diff = {label: float((out - ref).abs().max() / ref.abs().max()) for label, out in
@@ -83,13 +92,16 @@ def case(name: str, args) -> dict:
     seconds_per_vector = {label: 0.0 for label in engines}
     for k in args.ks:
         V = torch.randn(obj.n_params, k, generator=torch.Generator().manual_seed(k))
+        V = V.to(args.device)
         active = [label for label in engines
                   if seconds_per_vector[label] * k <= args.max_cell_seconds]
         best = {label: float("inf") for label in active}
         for _ in range(args.repeats):  # engines in turn, so that load hits them all
             for label in active:
+                synchronize(args.device)
                 t0 = time.perf_counter()
                 engines[label].hessian(chunk, V)
+                synchronize(args.device)
                 best[label] = min(best[label], time.perf_counter() - t0)
         for label in engines:
             if label in best:
@@ -113,17 +125,9 @@ def print_table(rows: list[dict], ks: list[int]) -> None:
                   f"{label:9s} {values} {r['max_rel_diff_to_autograd_k1'][label]:9.1e}")
 
 
-def save(result: dict, path: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(tmp, path)
-
-
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--ks", default="1,16,64")
     parser.add_argument("--repeats", type=int, default=1)
@@ -133,27 +137,34 @@ def main(argv=None) -> dict:
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     args.ks = [int(k) for k in args.ks.split(",")]
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch.cuda.is_available() is False")
+    thread_counts = [int(t) for t in args.threads.split(",")]
+    if args.device == "cuda":
+        thread_counts = [torch.get_num_threads()]
     peers = {p: importlib.util.find_spec(p) is not None for p in PEERS}
     rows, peaks, machines = [], {}, {}
-    for threads in (int(t) for t in args.threads.split(",")):
+    for threads in thread_counts:
         torch.set_num_threads(threads)
-        peaks[threads] = gemm_peak(torch.float32, "cpu", 5)
-        machines[threads] = machine_info("cpu")
+        peaks[threads] = gemm_peak(torch.float32, args.device, 5)
+        machines[threads] = machine_info(args.device)
         for name in args.models.split(","):
             rows.append({"threads": threads, **case(name, args)})
     info = machines[min(machines)]
-    print(f"hesskit graph engine, cpu: {info['cpu']}, torch {torch.__version__}, "
+    where = info.get("gpu", info["cpu"]) if args.device == "cuda" else info["cpu"]
+    print(f"hesskit graph engine, {args.device}: {where}, torch {torch.__version__}, "
           f"load average {info.get('load_average_1m')}")
     print("float32 GEMM: " + ", ".join(f"{t} thread(s) {p:.1f} GFLOP/s" for t, p in peaks.items()))
     print("peers installed: " + ", ".join(f"{p} {'yes' if ok else 'no'}" for p, ok in peers.items())
           + " (not timed here)")
     print("per-vector cost of a Hessian product, in full-batch gradients (lower is better):")
     print_table(rows, args.ks)
-    result = {"machine": machines, "gemm_float32_gflops": peaks, "peers_installed": peers,
-              "ks": args.ks, "resnet_width": args.resnet_width, "rows": rows}
-    if args.json:
-        save(result, args.json)
-        print(f"saved {args.json}")
+    result = {"device": args.device, "machine": machines, "gemm_float32_gflops": peaks,
+              "peers_installed": peers, "ks": args.ks, "resnet_width": args.resnet_width,
+              "rows": rows}
+    path = args.json or os.path.join(RESULTS, f"graph_{args.device}.json")
+    write_json(path, result)
+    print(f"saved {path}")
     return result
 
 

@@ -499,9 +499,15 @@ class Objective:
 
         ``inputs`` is a chunk's :attr:`Chunk.inputs`; the result is what ``loss_fn``
         takes (after the ``output=`` mapping). Call inside :meth:`evaluation`.
-        Differentiable in ``params``; works under ``torch.func`` transforms.
+        Differentiable in ``params`` only: the model's other parameters enter
+        detached, so that what is computed from the outputs (products, dense
+        matrices) carries no autograd graph back into them even where they require
+        grad (a ``params=`` subset). Works under ``torch.func`` transforms.
         """
-        state = dict(zip(self.param_names, params))
+        selected = set(self.param_names)
+        state = {name: p.detach() for name, p in self.model.named_parameters()
+                 if name not in selected and p.requires_grad}
+        state.update(zip(self.param_names, params))
         if isinstance(inputs, ModelInputs):
             out = functional_call(self.model, state, inputs.args, inputs.kwargs)
         else:

@@ -2,7 +2,8 @@
 from ``torch.autograd.functional`` on hypothesis-drawn CNNs (every rule; stride,
 padding, dilation, groups; both losses and reductions; parameter subsets; uneven
 chunks), ResNet blocks with BatchNorm in eval, LeNet; float32 agreement; the cache of
-forward passes; and the models it refuses, by name."""
+forward passes; and the models it refuses, by name. The ResNet, LeNet and study-CNN
+parity tests run on CUDA too where a GPU is present (``benchmarks/gpu_session.sh``)."""
 import operator
 
 import pytest
@@ -20,6 +21,8 @@ SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                       HealthCheck.data_too_large])
 ACTIVATIONS = [nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, lambda: nn.LeakyReLU(0.1),
                lambda: nn.ELU(0.7), lambda: nn.Softplus(2.0)]
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device"))]
 
 
 # --- explicit references ------------------------------------------------------------
@@ -81,7 +84,7 @@ def check_all_kinds(obj, k=3, tol=1e-10, seed=0):
     """Hessian, GGN and functional products against the explicit matrices."""
     engine = GraphEngine(obj)
     V = torch.randn(obj.n_params, k, dtype=obj.dtype,
-                    generator=torch.Generator().manual_seed(seed))
+                    generator=torch.Generator().manual_seed(seed)).to(obj.device)
     H, G = explicit_hessian(obj), explicit_ggn(obj)
     assert rel_err(product(engine, "hessian", V), H @ V) < tol
     assert rel_err(product(engine, "ggn", V), G @ V) < tol
@@ -171,14 +174,16 @@ class BlockNet(nn.Module):
 
 @pytest.mark.parametrize("channels,stride", [(2, 1), (3, 2)], ids=["identity", "projection"])
 @pytest.mark.parametrize("loss", ["ce", "mse"])
-def test_resnet_block_batchnorm_eval(channels, stride, loss):
+@pytest.mark.parametrize("device", DEVICES)
+def test_resnet_block_batchnorm_eval(channels, stride, loss, device):
     torch.manual_seed(1)
-    model = randomize_batchnorm(BlockNet(channels, stride).double())
-    X = torch.randn(5, 2, 6, 6, dtype=torch.float64)
+    model = randomize_batchnorm(BlockNet(channels, stride).double()).to(device)
+    X = torch.randn(5, 2, 6, 6, dtype=torch.float64).to(device)
     if loss == "ce":
         loss_fn, y = nn.CrossEntropyLoss(), torch.randint(0, 3, (5,))
     else:
         loss_fn, y = nn.MSELoss(reduction="sum"), torch.randn(5, 3, dtype=torch.float64)
+    y = y.to(device)
     check_all_kinds(hk.Objective(model, loss_fn, (X, y), batch_size=2))
     # a parameter subset inside the block
     check_all_kinds(hk.Objective(model, loss_fn, (X, y), params=["block.conv2", "block.bn1"]))
@@ -192,10 +197,12 @@ def test_resnet18_subset():
                                  params=["layer3.0.shortcut", "layer4.1.bn2", "fc"]))
 
 
-def test_lenet_tiny():
+@pytest.mark.parametrize("device", DEVICES)
+def test_lenet_tiny(device):
     model = hk.models.get_model("lenet", n_classes=4, in_channels=1, input_size=16,
-                                seed=0).double()
-    X, y = torch.randn(4, 1, 16, 16, dtype=torch.float64), torch.randint(0, 4, (4,))
+                                seed=0).double().to(device)
+    X = torch.randn(4, 1, 16, 16, dtype=torch.float64).to(device)
+    y = torch.randint(0, 4, (4,)).to(device)
     obj = hk.Objective(model, nn.CrossEntropyLoss(), (X, y),
                        params=["0.weight", "3.bias", "9.bias", "11.weight"])
     check_all_kinds(obj, k=2)
@@ -211,12 +218,13 @@ STUDY_CNNS = {  # the models of the studies, small, on parameter subsets of a fe
 
 
 @pytest.mark.parametrize("name", sorted(STUDY_CNNS))
-def test_study_cnns(name):
+@pytest.mark.parametrize("device", DEVICES)
+def test_study_cnns(name, device):
     kwargs, shape, params = STUDY_CNNS[name]
     model = randomize_batchnorm(hk.models.get_model(name, seed=0, **kwargs).double(),
-                                torch.Generator().manual_seed(0))
-    X = torch.randn(3, *shape, dtype=torch.float64)
-    y = torch.randint(0, model(X).shape[1], (3,))
+                                torch.Generator().manual_seed(0)).to(device)
+    X = torch.randn(3, *shape, dtype=torch.float64).to(device)
+    y = torch.randint(0, model(X).shape[1], (3,)).to(device)
     check_all_kinds(hk.Objective(model, nn.CrossEntropyLoss(), (X, y), params=params,
                                  batch_size=2), k=2)
 
