@@ -265,3 +265,22 @@ def test_last_layer_hessian_is_the_block_of_the_reference(case, float64):
     idx = _slice(obj, names)
     torch.testing.assert_close(hk.last_layer_hessian(obj), reference["hessian"][idx][:, idx],
                                rtol=1e-8, atol=1e-11)
+
+
+class _Twice(nn.Module):
+    """One Linear applied twice: its block has terms from both calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp, self.fc = nn.Linear(3, 3), nn.Linear(3, 3)
+
+    def forward(self, x):
+        return self.fc(torch.tanh(self.fc(self.inp(x))))
+
+
+def test_last_layer_hessian_refuses_a_layer_called_twice(float64):
+    torch.manual_seed(0)
+    X, y = torch.randn(6, 3), torch.randint(0, 3, (6,))
+    obj = hk.Objective(_Twice(), nn.CrossEntropyLoss(), (X, y))
+    with pytest.raises(ValueError, match=r"'fc'.*called 2 times"):
+        hk.last_layer_hessian(obj)
