@@ -128,6 +128,8 @@ def _feed(feeding, X, y):
         y[pad] = -100
         loader = DataLoader(TensorDataset(X, y), batch_size=3)
         return nn.CrossEntropyLoss(ignore_index=-100), dict(data=loader), y
+    if feeding == "batch_size=3":  # chunks of 3, 3 and 2 samples
+        return nn.CrossEntropyLoss(), dict(data=(X, y), batch_size=3), y
     return nn.CrossEntropyLoss(), dict(data=(X, y)), y
 
 
@@ -155,6 +157,7 @@ OPERATORS = {"hessian": hk.HessianOperator, "ggn": hk.GGNOperator,
              "functional": hk.FunctionalHessianOperator}
 CASES = [("cnn", "plain"), ("cnn", "weighted_batch_size=3"), ("cnn", "ignore_index_loader"),
          ("cnn", "subset"), ("resnet_identity", "weighted_batch_size=3"),
+         ("resnet_identity", "batch_size=3"),
          ("resnet_projection", "ignore_index_loader"), ("attention", "ignore_index_loader"),
          ("attention", "subset"), ("tied_mlp", "plain"), ("tied_mlp", "weighted_batch_size=3")]
 
