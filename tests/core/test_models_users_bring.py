@@ -179,19 +179,24 @@ def case(request):
 
 @pytest.mark.parametrize("engine", sorted(hk.engines.ENGINES) + ["auto"])
 def test_dense_and_products_match_the_whole_data_reference(case, engine, float64):
-    _, obj, reference = case
+    family, obj, reference = case
     if engine != "auto":
         reason = hk.engines.ENGINES[engine].unsupported_reason(obj)
         if reason is not None:
             pytest.skip(f"{engine} refuses: {reason}")
+    # dense() of the attention block through plain double backward is P one-column
+    # passes (20 s); its products run the same code
+    whole = not (family == "attention" and engine == "autograd")
     V = torch.randn(obj.n_params, 3, generator=torch.Generator().manual_seed(3))
     for kind, op in OPERATORS.items():
         A = op(obj, engine=engine)
-        torch.testing.assert_close(A.dense(), reference[kind], rtol=1e-8, atol=1e-11,
+        torch.testing.assert_close(A @ V, reference[kind] @ V, rtol=1e-8, atol=1e-11,
                                    msg=lambda m: f"{kind} via {A.engine.name}: {m}")
-        torch.testing.assert_close(A @ V, reference[kind] @ V, rtol=1e-8, atol=1e-11)
-        torch.testing.assert_close(A.diagonal(), reference[kind].diagonal(),
-                                   rtol=1e-8, atol=1e-11)
+        if whole:
+            torch.testing.assert_close(A.dense(), reference[kind], rtol=1e-8, atol=1e-11,
+                                       msg=lambda m: f"{kind} via {A.engine.name}: {m}")
+            torch.testing.assert_close(A.diagonal(), reference[kind].diagonal(),
+                                       rtol=1e-8, atol=1e-11)
 
 
 @pytest.mark.parametrize("engine", sorted(hk.engines.ENGINES) + ["auto"])
