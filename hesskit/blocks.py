@@ -86,10 +86,22 @@ def layer_blocks(obj: Objective, kind: str = "hessian", engine: str = "auto",
 
 
 def _last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
+    """The last ``nn.Linear`` of ``model``, refused when it shares a parameter: then the
+    loss depends on that tensor through other modules too, and the layer's block (its
+    inputs and output Hessians alone) is not the Hessian's block."""
     linear = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not linear:
         raise ValueError("model: it has no nn.Linear layer")
-    return linear[-1]
+    name, layer = linear[-1]
+    own = {id(p): attr for attr, p in layer.named_parameters(recurse=False)}
+    prefix = f"{name}." if name else ""
+    for other, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in own and other != prefix + own[id(p)]:
+            raise ValueError(f"model: the last nn.Linear layer {name!r} shares its parameter "
+                             f"{own[id(p)]!r} with {other!r}; last_layer_hessian needs a "
+                             "layer whose parameters are its own (use layer_blocks or "
+                             "HessianOperator(...).dense() instead)")
+    return name, layer
 
 
 def last_layer_hessian(obj: Objective) -> Tensor:
@@ -142,9 +154,10 @@ def _row_names(obj: Objective, names: list[str]):
 def _layer_inputs_and_output_hessians(obj: Objective, layer: nn.Linear, chunk) -> tuple[Tensor, Tensor]:
     """Inputs ``A`` (N, n) of ``layer`` and the per-sample Hessians ``M`` (N, m, m) of
     the chunk loss w.r.t. its outputs."""
-    captured = {}
+    captured = {"calls": 0}
 
     def hook(module, args, output):
+        captured["calls"] += 1
         captured["A"] = args[0].detach().reshape(-1, module.in_features)
         z = output.detach().requires_grad_(True)
         captured["Z"] = z
@@ -156,6 +169,11 @@ def _layer_inputs_and_output_hessians(obj: Objective, layer: nn.Linear, chunk) -
             outputs = obj.forward([p.detach() for p in obj.params], chunk.inputs)
     finally:
         handle.remove()
+    if captured["calls"] != 1:
+        name = next(n for n, m in obj.model.named_modules() if m is layer)
+        raise ValueError(f"model: the last nn.Linear layer {name!r} is called "
+                         f"{captured['calls']} times in one forward pass; last_layer_hessian "
+                         "needs a layer called once")
     A, Z = captured["A"], captured["Z"]
     if Z.ndim != 2 or Z.shape[0] != chunk.size:
         raise ValueError(f"model: the last Linear layer's output has shape {tuple(Z.shape)}; "

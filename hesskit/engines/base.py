@@ -16,7 +16,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 if TYPE_CHECKING:
     from hesskit.objective import Chunk, Objective
 
-__all__ = ["Engine", "CAPABILITIES", "differentiable_attention"]
+__all__ = ["Engine", "CAPABILITIES", "differentiable_attention", "wrong_second_derivative"]
 
 #: What an engine can provide: ``"products"`` (``product`` for a
 #: block of k vectors), ``"blocks"`` (``layer_blocks(kind)``: every layer's exact
@@ -24,6 +24,30 @@ __all__ = ["Engine", "CAPABILITIES", "differentiable_attention"]
 #: without P products), ``"dense"`` (``dense(kind)``: the explicit matrix without P
 #: products).
 CAPABILITIES = ("products", "blocks", "diagonal", "dense")
+
+
+def wrong_second_derivative(model: torch.nn.Module) -> str | None:
+    """Why PyTorch's own second derivative of ``model`` is wrong, or ``None``.
+
+    The fused ``torch._weight_norm`` (``weight_norm`` with ``dim`` not None, as a
+    parametrization or as the older hook) has a double backward that gives an
+    asymmetric Hessian (off by 0.33 from finite differences of the gradient on a small
+    CNN, torch 2.13 CPU); ``dim=None`` runs plain differentiable ops and is exact.
+    """
+    from torch.nn.utils.parametrizations import _WeightNorm
+    from torch.nn.utils.weight_norm import WeightNorm
+
+    for name, module in model.named_modules():
+        fused = [attr for attr, plist in getattr(module, "parametrizations", {}).items()
+                 if any(isinstance(p, _WeightNorm) and p.dim != -1 for p in plist)]
+        fused += [hook.name for hook in module._forward_pre_hooks.values()
+                  if isinstance(hook, WeightNorm) and hook.dim != -1]
+        if fused:
+            return (f"module {name!r} ({type(module).__name__}) has weight_norm of "
+                    f"{fused[0]!r} with a dim: torch's second derivative of the fused "
+                    "torch._weight_norm is wrong (use weight_norm(..., dim=None) or "
+                    "remove it)")
+    return None
 
 
 @contextlib.contextmanager
@@ -96,8 +120,9 @@ class Engine:
     @classmethod
     def unsupported_reason(cls, objective: "Objective") -> str | None:
         """``None`` when this engine can handle ``objective``, else why not (a static
-        check: it must not run products)."""
-        return None
+        check: it must not run products). By default: :func:`wrong_second_derivative`,
+        which no engine that differentiates through PyTorch can get right."""
+        return wrong_second_derivative(objective.model)
 
     @contextlib.contextmanager
     def evaluation(self, chunk: "Chunk"):
