@@ -39,9 +39,6 @@ file, then rename).
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import tempfile
 import time
 
 import torch
@@ -52,7 +49,7 @@ import hesskit as hk
 from hesskit.engines import AutogradEngine, FuncEngine
 from hesskit.engines.graph import GraphEngine
 
-from _common import best_times, machine_info
+from _common import best_times, machine_info, write_json
 from bench_native import gemm_peak
 
 ENGINES = {"graph": GraphEngine, "func": FuncEngine, "autograd": AutogradEngine}
@@ -149,15 +146,6 @@ def print_table(rows: list[dict], ks: list[int]) -> None:
                   f"{label:11s} {values} {r['max_rel_diff_to_autograd_k1'][label]:9.1e}")
 
 
-def save(result: dict, path: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(tmp, path)
-
-
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", default="1,2")
@@ -188,7 +176,7 @@ def main(argv=None) -> dict:
     result = {"machine": machines, "gemm_float32_gflops": peaks, "peers": peers, "peers_missing": missing,
               "ks": args.ks, "resnet_width": args.resnet_width, "rows": rows}
     if args.json:
-        save(result, args.json)
+        write_json(args.json, result)
         print(f"saved {args.json}")
     return result
 
