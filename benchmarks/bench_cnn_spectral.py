@@ -24,7 +24,7 @@ median of more, round-robin). A method's warnings (e.g. hesskit's "not converged
 printed with its row.
 
     python benchmarks/bench_cnn_spectral.py [--quick] [--threads 1] [--repeats 1]
-                                            [--ref-probes 400] [--json PATH]
+                                            [--ref-probes 200] [--json PATH]
 
 ``--quick`` uses N = 64 and 100 reference probes. ``--json`` writes the table
 atomically (temporary file, then rename).
@@ -113,7 +113,7 @@ def main(argv=None) -> dict:
     model, X, y = problem("lenet", 0.0)
     if args.quick:
         X, y = X[:64], y[:64]
-    ref_probes = args.ref_probes or (100 if args.quick else 400)
+    ref_probes = args.ref_probes or (100 if args.quick else 200)
     t0 = time.perf_counter()
     top, ref_trace, ref_stderr = reference(model, X, y, ref_probes)
     t_ref = time.perf_counter() - t0
