@@ -14,10 +14,21 @@ state: every engine has run one product on the data first (the graph engine keep
 the forward pass between products, as eigensolvers and trace estimators use it). A
 cell whose estimated time (from the engine's previous k) exceeds
 ``--max-cell-seconds`` is skipped and shown as ``-``. Also printed: the machine, the
-float32 GEMM GFLOP/s, the largest relative difference between the engines' products
-(k = 1), and whether the peers (PyHessian, curvlinops) are installed — they are
-timed only where they are. Target of issue 14: the graph engine at <= 1.0 gradient
-per vector for k >= 16.
+float32 GEMM GFLOP/s and the largest relative difference between each row's products
+and autograd's (k = 1).
+
+Peers, in the same run, where installed (``benchmarks/_peers.py``; a missing one is
+printed as missing), each on its own deepcopy of the model in eval mode, same data,
+loss and dtype (float32), full batch:
+
+* ``curvlinops``: ``HessianLinearOperator @ V`` with the (P, k) matrix (it batches
+  the columns);
+* ``pyhessian``: ``hessian_vector_product`` on PyHessian's kept gradient graph, once
+  per column (k single products);
+* ``eigenthings``: hessian-eigenthings 1.0.0a5's HVP operator (``HessianOperator``,
+  double backward), ``matvec`` once per column.
+
+Target of issue 14: the graph engine at <= 1.0 gradient per vector for k >= 16.
 
     python benchmarks/bench_graph.py [--device cpu|cuda] [--threads 1,2] [--ks 1,16,64]
                                      [--repeats 1] [--models lenet,resnet]
@@ -31,13 +42,13 @@ file, then rename).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import time
 
 import torch
 from torch import nn
 
+import _peers
 import hesskit as hk
 from hesskit.engines import AutogradEngine, FuncEngine
 from hesskit.engines.graph import GraphEngine
@@ -46,12 +57,11 @@ from _common import best_times, machine_info, write_json
 from bench_native import gemm_peak
 
 ENGINES = {"graph": GraphEngine, "func": FuncEngine, "autograd": AutogradEngine}
-PEERS = ("pyhessian", "curvlinops")
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
-def objective(name: str, resnet_width: float, device: str = "cpu") -> hk.Objective:
-    """The benchmark's model and data (float32, fixed seeds) on ``device``."""
+def problem(name: str, resnet_width: float) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """The benchmark's model (eval mode) and data ``(X, y)`` (float32, fixed seeds, CPU)."""
     gen = torch.Generator().manual_seed(0)
     if name == "lenet":
         model, n = hk.models.get_model("lenet", n_classes=10, in_channels=3, seed=0), 256
@@ -66,9 +76,10 @@ def objective(name: str, resnet_width: float, device: str = "cpu") -> hk.Objecti
                     m.running_var.uniform_(0.5, 1.5, generator=gen)
     else:
         raise ValueError(f"--models: expected lenet or resnet, got {name!r}")
+    model.eval()
     X = torch.randn(n, 3, 32, 32, generator=gen)
     y = torch.randint(0, 10, (n,), generator=gen)
-    return hk.Objective(model.to(device), nn.CrossEntropyLoss(), (X.to(device), y.to(device)))
+    return model, X, y
 
 
 def synchronize(device: str) -> None:
@@ -77,14 +88,40 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def peer_products(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> dict:
+    """``{label: V -> H V}`` for the installed peers, on the benchmark's model and data."""
+    loss = nn.CrossEntropyLoss()
+    products = {}
+    try:
+        C = _peers.curvlinops(model, loss, X, y)
+        products["curvlinops"] = lambda V: C @ V
+    except ImportError:
+        pass
+    try:
+        ph = _peers.pyhessian(model, loss, X, y)
+        products["pyhessian"] = lambda V: torch.stack(
+            [_peers.pyhessian_product(ph, v) for v in V.unbind(1)], 1)
+    except ImportError:
+        pass
+    try:
+        E = _peers.eigenthings(model, loss, X, y)
+        products["eigenthings"] = lambda V: torch.stack([E.matvec(v) for v in V.unbind(1)], 1)
+    except ImportError:
+        pass
+    return products
+
+
 def case(name: str, args) -> dict:
-    obj = objective(name, args.resnet_width, args.device)
+    model, X, y = problem(name, args.resnet_width)
+    model, X, y = model.to(args.device), X.to(args.device), y.to(args.device)
+    obj = hk.Objective(model, nn.CrossEntropyLoss(), (X, y))
     chunk = next(obj.chunks())
     t_grad = best_times({"gradient": obj.gradient}, max(args.repeats, 2),
                         args.device)["gradient"]
-    engines = {label: cls(obj) for label, cls in ENGINES.items()}
+    engines = {label: (lambda V, e=cls(obj): e.hessian(chunk, V)) for label, cls in ENGINES.items()}
+    engines.update(peer_products(model, X, y))
     V1 = torch.randn(obj.n_params, 1, generator=torch.Generator().manual_seed(1)).to(args.device)
-    first = {label: e.hessian(chunk, V1) for label, e in engines.items()}  # warm-up
+    first = {label: product(V1) for label, product in engines.items()}  # warm-up
     ref = first["autograd"]
     diff = {label: float((out - ref).abs().max() / ref.abs().max()) for label, out in
             first.items()}
@@ -100,7 +137,7 @@ def case(name: str, args) -> dict:
             for label in active:
                 synchronize(args.device)
                 t0 = time.perf_counter()
-                engines[label].hessian(chunk, V)
+                engines[label](V)
                 synchronize(args.device)
                 best[label] = min(best[label], time.perf_counter() - t0)
         for label in engines:
@@ -113,7 +150,7 @@ def case(name: str, args) -> dict:
 
 
 def print_table(rows: list[dict], ks: list[int]) -> None:
-    header = f"{'threads':>7s} {'model':8s} {'P':>8s} {'grad s':>8s} {'engine':9s} " + \
+    header = f"{'threads':>7s} {'model':8s} {'P':>8s} {'grad s':>8s} {'engine':11s} " + \
         " ".join(f"{'k=' + str(k):>7s}" for k in ks) + f" {'rel diff':>9s}"
     print(header)
     print("-" * len(header))
@@ -122,7 +159,7 @@ def print_table(rows: list[dict], ks: list[int]) -> None:
             values = " ".join("      -" if cells.get(k) is None else f"{cells[k]:7.2f}"
                               for k in ks)
             print(f"{r['threads']:7d} {r['model']:8s} {r['n_params']:8d} {r['gradient_s']:8.3f} "
-                  f"{label:9s} {values} {r['max_rel_diff_to_autograd_k1'][label]:9.1e}")
+                  f"{label:11s} {values} {r['max_rel_diff_to_autograd_k1'][label]:9.1e}")
 
 
 def main(argv=None) -> dict:
@@ -142,7 +179,7 @@ def main(argv=None) -> dict:
     thread_counts = [int(t) for t in args.threads.split(",")]
     if args.device == "cuda":
         thread_counts = [torch.get_num_threads()]
-    peers = {p: importlib.util.find_spec(p) is not None for p in PEERS}
+    peers, missing = _peers.available()
     rows, peaks, machines = [], {}, {}
     for threads in thread_counts:
         torch.set_num_threads(threads)
@@ -155,13 +192,13 @@ def main(argv=None) -> dict:
     print(f"hesskit graph engine, {args.device}: {where}, torch {torch.__version__}, "
           f"load average {info.get('load_average_1m')}")
     print("float32 GEMM: " + ", ".join(f"{t} thread(s) {p:.1f} GFLOP/s" for t, p in peaks.items()))
-    print("peers installed: " + ", ".join(f"{p} {'yes' if ok else 'no'}" for p, ok in peers.items())
-          + " (not timed here)")
+    print("peers: " + (", ".join(f"{p} {v}" for p, v in peers.items()) or "none")
+          + "".join(f"; {p} missing ({why})" for p, why in missing.items()))
     print("per-vector cost of a Hessian product, in full-batch gradients (lower is better):")
     print_table(rows, args.ks)
     result = {"device": args.device, "machine": machines, "gemm_float32_gflops": peaks,
-              "peers_installed": peers, "ks": args.ks, "resnet_width": args.resnet_width,
-              "rows": rows}
+              "peers": peers, "peers_missing": missing, "ks": args.ks,
+              "resnet_width": args.resnet_width, "rows": rows}
     path = args.json or os.path.join(RESULTS, f"graph_{args.device}.json")
     write_json(path, result)
     print(f"saved {path}")

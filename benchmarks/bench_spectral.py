@@ -47,8 +47,6 @@ Results taken on a GPU are also written to ``benchmarks/results/bench_spectral_<
 from __future__ import annotations
 
 import argparse
-import copy
-import importlib
 import importlib.metadata
 import math
 import os
@@ -56,16 +54,15 @@ import platform
 import statistics
 import time
 import traceback
-from unittest import mock
 
 import numpy as np
 import scipy
-import scipy.sparse.linalg
 import scipy.stats
 import torch
 from torch import nn
 
 import hesskit as hk
+import _peers
 from _common import write_json
 from hesskit.data import load_digits
 
@@ -104,21 +101,6 @@ def build_problem(device: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     return model, X, y
 
 
-def arpack_top5(scipy_op) -> tuple[np.ndarray, int]:
-    """The 5 largest eigenvalues by ``eigsh`` (descending) and the number of products it asked for."""
-    calls = 0
-
-    def matvec(v):
-        nonlocal calls
-        calls += 1
-        return scipy_op.matvec(v)
-
-    counted = scipy.sparse.linalg.LinearOperator(scipy_op.shape, matvec=matvec, dtype=scipy_op.dtype)
-    v0 = np.random.default_rng(0).standard_normal(scipy_op.shape[0])
-    values = scipy.sparse.linalg.eigsh(counted, k=5, which="LA", tol=1e-6, v0=v0, return_eigenvectors=False)
-    return np.sort(values)[::-1], calls
-
-
 def tasks(H):
     """Returns ``{(comparison, method): callable -> (estimate, products, passes)}``.
 
@@ -134,7 +116,7 @@ def tasks(H):
         return r.values.cpu().numpy(), r.n_matvecs, op.passes
 
     def eigsh():
-        values, calls = arpack_top5(H.to_scipy())
+        values, calls = _peers.arpack_top(H.to_scipy())
         return values, calls, calls
 
     def power():
@@ -185,20 +167,8 @@ def tasks(H):
 
 def pyhessian_tasks(model: nn.Module, X, y, cuda: bool):
     """PyHessian 0.1's methods on a copy of the model, like :func:`tasks` (raises ImportError without it)."""
-    from pyhessian import hessian
-
-    # the package exports the class under its module's name; the module holds the product it calls
-    hessian_module = importlib.import_module("pyhessian.hessian")
-    ph = hessian(copy.deepcopy(model), nn.CrossEntropyLoss(), data=(X, y), cuda=cuda)
-
-    def counting_products(method):
-        """Runs ``method`` from torch seed 0 (PyHessian draws from the global generator)
-        and returns its result with the number of products it made (each one a pass)."""
-        with mock.patch.object(hessian_module, "hessian_vector_product",
-                               wraps=hessian_module.hessian_vector_product) as product:
-            torch.manual_seed(0)
-            result = method()
-        return result, product.call_count
+    ph = _peers.pyhessian(model, nn.CrossEntropyLoss(), X, y, cuda=cuda)
+    counting_products = _peers.pyhessian_counting
 
     def eigen(tol):
         (values, _), products = counting_products(lambda: ph.eigenvalues(maxIter=5000, tol=tol, top_n=5))
@@ -224,13 +194,12 @@ def pyhessian_tasks(model: nn.Module, X, y, cuda: bool):
 def curvlinops_tasks(model: nn.Module, X, y):
     """curvlinops 3.0.1's Hessian operator on a copy of the model, like :func:`tasks`
     (raises ImportError without it)."""
-    from curvlinops import HessianLinearOperator, hutchinson_trace
+    from curvlinops import hutchinson_trace
 
-    model = copy.deepcopy(model)
-    C = HessianLinearOperator(model, nn.CrossEntropyLoss(), list(model.parameters()), [(X, y)])
+    C = _peers.curvlinops(model, nn.CrossEntropyLoss(), X, y)
 
     def eigsh():
-        values, calls = arpack_top5(C.to_scipy())
+        values, calls = _peers.arpack_top(C.to_scipy())
         return values, calls, calls
 
     def trace():
