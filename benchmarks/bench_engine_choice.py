@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.device == "cuda":
         gpu = info["gpu"].replace(" ", "_")
         write_json(os.path.join(RESULTS, f"engine_choice_{gpu}.json"),
-                              {"machine": info, "rows": rows})
+                   {"machine": info, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.device == "cuda":
         gpu = info["gpu"].replace(" ", "_")
         write_json(os.path.join(RESULTS, f"products_{gpu}.json"),
-                              {"machine": info, "results": results})
+                   {"machine": info, "results": results})
 
 
 if __name__ == "__main__":

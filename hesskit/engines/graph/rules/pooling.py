@@ -54,40 +54,38 @@ class MaxPoolRule(LinearMapRule):
         return out.reshape(-1, *in_shape)
 
 
-class AvgPool2dRule(LinearMapRule):
-    """``nn.AvgPool2d`` (any padding, ``ceil_mode``, ``count_include_pad``,
-    ``divisor_override``)."""
+class _AveragingRule(LinearMapRule):
+    """An averaging pool module: a linear map of its input, applied by the module itself;
+    subclasses give the transpose (the pooling's backward)."""
 
-    def __init__(self, name: str, module: nn.AvgPool2d):
+    def __init__(self, name: str, module: nn.Module):
         super().__init__(name)
         self.module = module
-        m = module
-        self.args = (list(_pair(m.kernel_size)), list(_pair(m.stride)), list(_pair(m.padding)),
-                     m.ceil_mode, m.count_include_pad, m.divisor_override)
 
     def forward(self, x: Tensor):
         return self.module(x), x.shape[1:]
 
     def apply(self, ctx, t):
         return self.module(t)
+
+
+class AvgPool2dRule(_AveragingRule):
+    """``nn.AvgPool2d`` (any padding, ``ceil_mode``, ``count_include_pad``,
+    ``divisor_override``)."""
+
+    def __init__(self, name: str, module: nn.AvgPool2d):
+        super().__init__(name, module)
+        m = module
+        self.args = (list(_pair(m.kernel_size)), list(_pair(m.stride)), list(_pair(m.padding)),
+                     m.ceil_mode, m.count_include_pad, m.divisor_override)
 
     def transpose(self, ctx, U):
         shape = shape_only((U.shape[0], *ctx), U)
         return torch.ops.aten.avg_pool2d_backward(U, shape, *self.args)
 
 
-class AdaptiveAvgPool2dRule(LinearMapRule):
+class AdaptiveAvgPool2dRule(_AveragingRule):
     """``nn.AdaptiveAvgPool2d``."""
-
-    def __init__(self, name: str, module: nn.AdaptiveAvgPool2d):
-        super().__init__(name)
-        self.module = module
-
-    def forward(self, x: Tensor):
-        return self.module(x), x.shape[1:]
-
-    def apply(self, ctx, t):
-        return self.module(t)
 
     def transpose(self, ctx, U):
         shape = shape_only((U.shape[0], *ctx), U)
