@@ -296,12 +296,12 @@ def test_last_layer_hessian_refuses_a_layer_called_twice(float64):
 
 def _pruned(model):
     torch.nn.utils.prune.l1_unstructured(model.conv2, "weight", amount=0.3)
-    return "'conv2' (Conv2d) has forward pre hooks"
+    return "'conv2' (Conv2d) has a forward pre-hook"
 
 
 def _pre_hook(model):
     model.conv2.register_forward_pre_hook(lambda module, args: (2 * args[0],))
-    return "'conv2' (Conv2d) has forward pre hooks"
+    return "'conv2' (Conv2d) has a forward pre-hook"
 
 
 @pytest.mark.parametrize("change", [_pruned, _pre_hook], ids=["prune", "pre_hook"])

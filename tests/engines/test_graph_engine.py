@@ -371,7 +371,7 @@ REFUSED = {
     "unsupported module": (lambda: nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4),
                                                  nn.Linear(4, 2)), "LayerNorm", {}),
     "shared parameter": (_shared, "same tensor", {}),
-    "forward hook": (_hooked, "forward hooks", {}),
+    "forward hook": (_hooked, "has a forward hook", {}),
     "parametrization": (_parametrized, "parametrizations", {}),
     "train-mode BatchNorm": (lambda: nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4),
                                                    nn.Linear(4, 2)), "'1' (BatchNorm1d)",
@@ -463,7 +463,7 @@ def test_model_changed_after_construction_is_followed_or_refused():
     assert rel_err(product(engine, "hessian", V), explicit_hessian(obj) @ V) < 1e-10
     model[3].register_forward_pre_hook(lambda m, args: None)
     for _ in range(2):  # and again on the next product
-        with pytest.raises(UnsupportedModelError, match="'3' \\(Linear\\) has forward pre hooks"):
+        with pytest.raises(UnsupportedModelError, match="'3' \\(Linear\\) has a forward pre-hook"):
             product(engine, "hessian", V)
 
 

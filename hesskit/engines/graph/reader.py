@@ -29,6 +29,7 @@ from torch.nn.utils import parametrize
 from hesskit.engines.chain import UnsupportedModelError
 from hesskit.engines.graph.rules import FUNCTION_RULES, METHOD_RULES, MODULE_RULES, Rule
 from hesskit.engines.graph.rules.add import AddRule
+from hesskit.engines.module_hooks import hook_problem
 
 __all__ = ["Step", "ModelGraph", "read_graph", "structure"]
 
@@ -80,7 +81,13 @@ def _describe(node: fx.Node, model: nn.Module) -> str:
 
 
 def _check_hooks(model: nn.Module) -> None:
-    for kind in _GLOBAL_HOOKS:
+    """Refuse what ``model(x)`` runs besides its layers: forward hooks, pre-hooks and
+    parametrizations (:func:`~hesskit.engines.module_hooks.hook_problem`, as the native
+    engine), and backward hooks too, which the graph engine would not run either."""
+    reason = hook_problem(model)
+    if reason is not None:
+        raise UnsupportedModelError(reason)
+    for kind in ("_global_backward_hooks", "_global_backward_pre_hooks"):
         if getattr(module_globals, kind, None):
             raise UnsupportedModelError(f"global module hooks are registered "
                                         f"(torch.nn.modules.module.{kind}); the graph engine "
@@ -88,13 +95,10 @@ def _check_hooks(model: nn.Module) -> None:
     for name, module in model.named_modules(remove_duplicate=False):
         label = f"module {name!r} ({type(module).__name__})" if name else \
             f"model ({type(module).__name__})"
-        for kind in _HOOKS:
+        for kind in ("_backward_hooks", "_backward_pre_hooks"):
             if getattr(module, kind, None):
                 raise UnsupportedModelError(f"{label} has {kind.strip('_').replace('_', ' ')}; "
                                             "the graph engine would not run them")
-        if parametrize.is_parametrized(module):
-            raise UnsupportedModelError(f"{label} has parametrizations; the graph engine "
-                                        "does not follow them")
 
 
 def structure(model: nn.Module) -> tuple:
