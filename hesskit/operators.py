@@ -121,7 +121,6 @@ class CurvatureOperator:
         self.objective = objective
         self.engine = make_engine(engine, objective)
         self.column_block = column_block
-        self.check_deterministic = check_deterministic
         self._checked = not check_deterministic
         self.n_matvecs = 0
 
