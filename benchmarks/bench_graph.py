@@ -30,6 +30,23 @@ loss and dtype (float32), full batch:
 
 Target of issue 14: the graph engine at <= 1.0 gradient per vector for k >= 16.
 
+**Flops.** Each model's convolution and linear flops are counted analytically
+(:func:`flop_counts`; a layer's forward costs ``2 · outputs · fan-in``, with ``f`` the
+whole forward and ``f₁`` the first layer, whose input needs no gradient):
+
+* a gradient: forward ``f``, weight gradients ``f``, input gradients ``f − f₁``:
+  ``3f − f₁``;
+* one vector of an exact Hessian product (forward cached, Pearlmutter's R-op):
+  R-forward ``2f − f₁`` (the layer with the tangent input and with the weight tangent;
+  the data has no tangent), R-backward input gradients ``2(f − f₁)``, weight gradients
+  ``2f − f₁``: ``6f − 4f₁``, i.e. ``(6f − 4f₁)/(3f − f₁)`` gradients
+  (``min_gradients_per_vector``): below that no exact product can go at equal GFLOP/s.
+
+The table adds the GFLOP/s each engine achieves on those counts (``gflops``; the
+gradient's in ``gradient_gflops``) and the float32 GEMM peak of the same thread count,
+so that a cost above one gradient per vector reads as flops (the R-op does more work
+than a gradient) or as efficiency (it runs below the gradient's or the GEMM's rate).
+
     python benchmarks/bench_graph.py [--device cpu|cuda] [--threads 1,2] [--ks 1,16,64]
                                      [--repeats 1] [--models lenet,resnet]
                                      [--resnet-width 0.125] [--max-cell-seconds 30]
@@ -42,6 +59,7 @@ file, then rename).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import time
 
@@ -80,6 +98,44 @@ def problem(name: str, resnet_width: float) -> tuple[nn.Module, torch.Tensor, to
     X = torch.randn(n, 3, 32, 32, generator=gen)
     y = torch.randint(0, 10, (n,), generator=gen)
     return model, X, y
+
+
+def flop_counts(model: nn.Module, X: torch.Tensor) -> dict:
+    """Analytic flops of the convolution and linear layers (see the module docstring).
+
+    Runs one forward pass with hooks on every ``nn.Conv1d``/``nn.Conv2d``/``nn.Linear``:
+    a layer's forward costs ``2 · output elements · (in_channels / groups) · kernel
+    elements`` (``2 · output elements · in_features`` for a Linear); biases, pooling,
+    normalization and activations (linear in the size, small) are not counted.
+
+    Returns:
+        ``forward`` (f), ``first_layer`` (f₁: the layers applied to the data itself),
+        ``gradient`` (3f − f₁), ``product_per_vector`` (6f − 4f₁) and
+        ``min_gradients_per_vector`` (their ratio).
+    """
+    counts = {"forward": 0, "first_layer": 0}
+
+    def hook(module, inputs, output):
+        if isinstance(module, nn.Linear):
+            flops = 2 * output.numel() * module.in_features
+        else:
+            flops = 2 * output.numel() * (module.in_channels // module.groups) * \
+                math.prod(module.kernel_size)
+        counts["forward"] += flops
+        if inputs[0] is X:
+            counts["first_layer"] += flops
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
+    try:
+        with torch.no_grad():
+            model(X)
+    finally:
+        for handle in handles:
+            handle.remove()
+    f, f1 = counts["forward"], counts["first_layer"]
+    return {**counts, "gradient": 3 * f - f1, "product_per_vector": 6 * f - 4 * f1,
+            "min_gradients_per_vector": (6 * f - 4 * f1) / (3 * f - f1)}
 
 
 def synchronize(device: str) -> None:
@@ -144,22 +200,37 @@ def case(name: str, args) -> dict:
             if label in best:
                 seconds_per_vector[label] = best[label] / k
             cells[label][k] = best[label] / k / t_grad if label in best else None
+    flops = flop_counts(model, X)
+    gflops = {label: {k: None if c is None else flops["product_per_vector"] / (c * t_grad) / 1e9
+                      for k, c in row.items()} for label, row in cells.items()}
     return {"model": name, "n_params": obj.n_params, "n_samples": obj.n_samples,
             "gradient_s": t_grad, "per_vector_in_gradients": cells,
-            "max_rel_diff_to_autograd_k1": diff}
+            "max_rel_diff_to_autograd_k1": diff, "flops": flops,
+            "gradient_gflops": flops["gradient"] / t_grad / 1e9, "gflops": gflops}
 
 
 def print_table(rows: list[dict], ks: list[int]) -> None:
+    """Per-vector cost in gradients and, beside it, the GFLOP/s achieved, per engine."""
     header = f"{'threads':>7s} {'model':8s} {'P':>8s} {'grad s':>8s} {'engine':11s} " + \
-        " ".join(f"{'k=' + str(k):>7s}" for k in ks) + f" {'rel diff':>9s}"
+        " ".join(f"{'k=' + str(k):>7s}" for k in ks) + f" {'rel diff':>9s}  GFLOP/s at " + \
+        ", ".join(f"k={k}" for k in ks)
     print(header)
     print("-" * len(header))
     for r in rows:
         for label, cells in r["per_vector_in_gradients"].items():
             values = " ".join("      -" if cells.get(k) is None else f"{cells[k]:7.2f}"
                               for k in ks)
+            rates = ", ".join("-" if r["gflops"][label].get(k) is None else
+                              f"{r['gflops'][label][k]:.1f}" for k in ks)
             print(f"{r['threads']:7d} {r['model']:8s} {r['n_params']:8d} {r['gradient_s']:8.3f} "
-                  f"{label:11s} {values} {r['max_rel_diff_to_autograd_k1'][label]:9.1e}")
+                  f"{label:11s} {values} {r['max_rel_diff_to_autograd_k1'][label]:9.1e}  {rates}")
+    for r in rows:
+        f = r["flops"]
+        print(f"{r['threads']} thread(s), {r['model']}: forward {f['forward'] / 1e9:.3f} GFLOP "
+              f"(first layer {f['first_layer'] / 1e9:.3f}), gradient {f['gradient'] / 1e9:.3f} "
+              f"GFLOP at {r['gradient_gflops']:.1f} GFLOP/s; an exact product needs "
+              f"{f['product_per_vector'] / 1e9:.3f} GFLOP per vector = "
+              f"{f['min_gradients_per_vector']:.2f} gradients at the gradient's rate")
 
 
 def main(argv=None) -> dict:
