@@ -46,11 +46,35 @@ The table adds the GFLOP/s each engine achieves on those counts (``gflops``; the
 gradient's in ``gradient_gflops``) and the float32 GEMM peak of the same thread count,
 so that a cost above one gradient per vector reads as flops (the R-op does more work
 than a gradient) or as efficiency (it runs below the gradient's or the GEMM's rate).
+The counts: LeNet-5 (N = 256) f = 0.334 GFLOP, f₁ = 0.181 (conv1 is 54 % of the
+forward), so an exact product needs 1.56 gradients per vector; the ResNet (N = 128)
+f = 2.27 GFLOP, f₁ = 0.057, 1.98 gradients per vector. The target of 1.0 gradient
+per vector therefore needs products that run 1.56x (LeNet) and 1.98x (ResNet) more
+GFLOP/s than the gradient does, which only batching the k columns into larger
+convolutions can give, not a lower overhead.
+
+**Where the graph engine's time goes** (``--profile-k 16``, 2026-12-03, 1 thread, on
+a shared machine at load 10-15, so shares, not times): LeNet-5 convolution/GEMM
+kernels 79 %, copies and fills 10 % (the tangent layout changes ``_fold``/``_unfold``
+of conv1's 6x28x28 maps), pointwise 5 % (ReLU masks), other 5 % (max-pool
+gather/scatter, sums), Python overhead below the profiler's resolution (the product's
+wall time was below the ATen total); ResNet: convolution kernels 65 %, pointwise 15 %
+(BatchNorm's affine R-forward/R-backward via ``addcmul``, ReLU masks, tangent sums),
+copies 10 %, other 5 % (mostly sums), Python 5 %. Fusing the pointwise chains into C++ kernels
+could at best save part of those 5 % / 15 % (the same bytes still have to be read and
+written once), far from the 1.56x / 1.98x that the flop count puts between a product
+vector and a gradient, so no pointwise op was ported; the lever is the convolution
+kernels' efficiency at k N samples.
 
     python benchmarks/bench_graph.py [--device cpu|cuda] [--threads 1,2] [--ks 1,16,64]
                                      [--repeats 1] [--models lenet,resnet]
                                      [--resnet-width 0.125] [--max-cell-seconds 30]
-                                     [--json PATH]
+                                     [--profile-k 16] [--json PATH]
+
+``--profile-k`` (0: off) profiles one graph-engine product of that many columns with
+:mod:`torch.profiler` on the CPU and records where its time goes
+(:func:`profile_breakdown`: convolution/GEMM kernels, pointwise ops, copies and fills,
+other ops, Python overhead) under ``graph_profile``.
 
 The table (with the machine description, the GPU's name on ``cuda``) is written to
 ``--json`` PATH, by default ``benchmarks/results/graph_<device>.json`` (temporary
@@ -138,6 +162,55 @@ def flop_counts(model: nn.Module, X: torch.Tensor) -> dict:
             "min_gradients_per_vector": (6 * f - 4 * f1) / (3 * f - f1)}
 
 
+#: ATen ops (by name, without ``aten::``) counted as pointwise in :func:`profile_breakdown`.
+POINTWISE = {"mul", "mul_", "add", "add_", "sub", "sub_", "div", "div_", "neg", "where",
+             "relu", "threshold", "threshold_backward", "tanh", "sigmoid", "exp", "log",
+             "addcmul", "addcmul_", "clamp", "clamp_min", "maximum", "minimum", "abs", "sign",
+             "pow", "square", "rsqrt", "sqrt", "reciprocal", "gelu", "silu", "elu", "softplus",
+             "leaky_relu", "eq", "gt", "lt", "ge", "le", "ne", "masked_fill", "masked_fill_"}
+#: ATen ops (by name) counted as copies and fills (layout changes, zero initialization).
+COPIES = {"copy_", "clone", "contiguous", "cat", "stack", "_to_copy", "fill_", "zero_",
+          "zeros", "zeros_like", "full", "new_zeros"}
+
+
+def profile_breakdown(product, V: torch.Tensor) -> dict:
+    """Where one product's time goes, from :mod:`torch.profiler` (CPU).
+
+    The self time of every ATen op, summed by category: ``gemm`` (convolutions and their
+    backward, ``mm``/``addmm``/``bmm``: the flop-bearing kernels, im2col included),
+    ``pointwise`` (:data:`POINTWISE`: activation masks and derivatives, BatchNorm's
+    affine maps, tangent sums), ``copies`` (:data:`COPIES`: tangent layout changes and
+    zero fills) and ``other`` (reductions, pooling's gather/scatter, views); and
+    ``python`` = the product's wall time without the profiler minus the ATen total
+    (Python and dispatch overhead; 0 when the profiler's own cost makes it negative).
+    Returns the seconds and their shares of the total (ATen plus ``python``).
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    product(V)
+    t0 = time.perf_counter()
+    product(V)
+    wall = time.perf_counter() - t0
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        product(V)
+    seconds = {"gemm": 0.0, "pointwise": 0.0, "copies": 0.0, "other": 0.0}
+    for event in prof.key_averages():
+        op = event.key.removeprefix("aten::")
+        if "conv" in op or op in ("mm", "addmm", "bmm", "baddbmm", "mv", "addmv", "dot"):
+            category = "gemm"
+        elif op in POINTWISE:
+            category = "pointwise"
+        elif op in COPIES:
+            category = "copies"
+        else:
+            category = "other"
+        seconds[category] += event.self_cpu_time_total / 1e6
+    seconds["python"] = max(0.0, wall - sum(seconds.values()))
+    total = sum(seconds.values())
+    return {"wall_s": wall, "seconds": seconds,
+            "shares": {key: value / total for key, value in seconds.items()}}
+
+
 def synchronize(device: str) -> None:
     """Wait for the GPU's queued kernels, so that a timer read after it is honest."""
     if device == "cuda":
@@ -200,13 +273,18 @@ def case(name: str, args) -> dict:
             if label in best:
                 seconds_per_vector[label] = best[label] / k
             cells[label][k] = best[label] / k / t_grad if label in best else None
+    profiled = {}
+    if args.profile_k and args.device == "cpu":
+        V = torch.randn(obj.n_params, args.profile_k, generator=torch.Generator().manual_seed(2))
+        profiled = {"k": args.profile_k, **profile_breakdown(engines["graph"], V)}
     flops = flop_counts(model, X)
     gflops = {label: {k: None if c is None else flops["product_per_vector"] / (c * t_grad) / 1e9
                       for k, c in row.items()} for label, row in cells.items()}
     return {"model": name, "n_params": obj.n_params, "n_samples": obj.n_samples,
             "gradient_s": t_grad, "per_vector_in_gradients": cells,
             "max_rel_diff_to_autograd_k1": diff, "flops": flops,
-            "gradient_gflops": flops["gradient"] / t_grad / 1e9, "gflops": gflops}
+            "gradient_gflops": flops["gradient"] / t_grad / 1e9, "gflops": gflops,
+            "graph_profile": profiled}
 
 
 def print_table(rows: list[dict], ks: list[int]) -> None:
@@ -231,6 +309,10 @@ def print_table(rows: list[dict], ks: list[int]) -> None:
               f"GFLOP at {r['gradient_gflops']:.1f} GFLOP/s; an exact product needs "
               f"{f['product_per_vector'] / 1e9:.3f} GFLOP per vector = "
               f"{f['min_gradients_per_vector']:.2f} gradients at the gradient's rate")
+        prof = r["graph_profile"]
+        if prof:
+            print(f"  graph engine at k={prof['k']} ({prof['wall_s']:.2f} s): " + ", ".join(
+                f"{key} {share:.0%}" for key, share in prof["shares"].items()))
 
 
 def main(argv=None) -> dict:
@@ -242,6 +324,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--models", default="lenet,resnet")
     parser.add_argument("--resnet-width", type=float, default=0.125)
     parser.add_argument("--max-cell-seconds", type=float, default=30.0)
+    parser.add_argument("--profile-k", type=int, default=16)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     args.ks = [int(k) for k in args.ks.split(",")]
