@@ -31,10 +31,11 @@ their errors are against a ``--ref-probes`` Hutchinson trace of the float64 prob
 rung). A method's warnings (e.g. hesskit's "not converged") are printed with its row.
 
     PYTHONPATH=$PWD:/work/peers python benchmarks/bench_cnn_spectral.py
-        [--models lenet,resnet] [--n-samples N] [--threads 1] [--repeats 1]
+        [--models lenet,resnet] [--quick] [--n-samples N] [--threads 1] [--repeats 1]
         [--target 1e-4] [--ref-probes 200] [--json PATH]
 
-``--n-samples`` overrides N (for a quicker run). The table is written to ``--json``
+``--n-samples`` overrides N (for a quicker run); ``--quick`` is N = 64 with 100
+reference probes. The table is written to ``--json``
 PATH, by default ``benchmarks/results/cnn_spectral_cpu.json``, atomically (temporary
 file, then rename).
 """
@@ -209,14 +210,20 @@ def run_model(name: str, args) -> dict:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="lenet")
+    parser.add_argument("--quick", action="store_true",
+                        help="N = 64 and 100 reference probes (overridden by the explicit options)")
     parser.add_argument("--n-samples", type=int, default=None)
     parser.add_argument("--resnet-width", type=float, default=0.125)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--target", type=float, default=1e-4)
-    parser.add_argument("--ref-probes", type=int, default=200)
+    parser.add_argument("--ref-probes", type=int, default=None)
     parser.add_argument("--json", default=os.path.join(RESULTS, "cnn_spectral_cpu.json"))
     args = parser.parse_args(argv)
+    if args.n_samples is None and args.quick:
+        args.n_samples = 64
+    if args.ref_probes is None:
+        args.ref_probes = 100 if args.quick else 200
     torch.set_num_threads(args.threads)
     info = machine_info("cpu")
     versions, missing = _peers.available()
