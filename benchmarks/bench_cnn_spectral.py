@@ -63,8 +63,8 @@ TRACE = "trace, 100 probes"
 
 #: Each eigensolver's accuracy settings, cheapest first (see the module docstring).
 LADDERS = {
-    "hesskit": [dict(tol=t) for t in (1e-3, 1e-4, None)],  # None: hesskit's default tol
-    "curvlinops": [dict(tol=t) for t in (1e-2, 1e-3, 1e-4, 1e-6)],
+    "hesskit": [dict(tol=t) for t in (1e-2, 1e-3, 1e-4, None)],  # None: hesskit's default tol
+    "curvlinops": [dict(tol=t) for t in (1e-1, 1e-2, 1e-3, 1e-4, 1e-6)],
     "PyHessian": [dict(tol=1e-3, maxIter=100), dict(tol=1e-4, maxIter=300),
                   dict(tol=1e-5, maxIter=1000)],
     "hessian-eigenthings": [dict(max_iter=m) for m in (30, 60, 120, 240)],
