@@ -59,7 +59,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import hesskit as hk
-from studies import Claim, ResultStore, count_correct, experiment_parser, print_claims, run_size
+from studies import (
+    Claim, ResultStore, count_correct, experiment_parser, num_threads, print_claims, run_size,
+)
 from studies.data import describe, lenet_images
 
 # ``scale`` multiplies the authors' epochs and milestones (SCHEDULES).
@@ -278,7 +280,9 @@ def main():
           f"seeds; {plan}; HTR gamma={s['gamma']}, {s['n_probes']} probes on minibatch index "
           f"% {s['every']} == 0 of each epoch from epoch {s['start']}")
     runs = []
-    with tqdm(total=len(METHODS) * s["seeds"], desc="runs", unit="run") as bar:
+    # one thread: LeNet's minibatches and the products on 100 samples are small, so a
+    # second thread only adds synchronization (and, on a busy CPU, waits for a busy core)
+    with num_threads(1), tqdm(total=len(METHODS) * s["seeds"], desc="runs", unit="run") as bar:
         for k in range(s["seeds"]):
             runs.extend(train_seed(args.seed + k, data, s, args.dataset, store, bar))
     summary = summarize(runs, s)

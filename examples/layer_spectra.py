@@ -52,7 +52,8 @@ from tqdm.auto import tqdm
 
 import hesskit as hk
 from studies import (
-    Claim, ResultStore, accuracy, experiment_parser, print_claims, run_size, train_epoch,
+    Claim, ResultStore, accuracy, experiment_parser, num_threads, print_claims, run_size,
+    train_epoch,
 )
 from studies.data import describe, lenet_images
 
@@ -241,7 +242,10 @@ def main():
     s = SETTINGS[run_size(args)]
     store = ResultStore(args.out, fresh=args.fresh)
     start = time.perf_counter()
-    epochs = run(args, s, store)
+    # one thread: LeNet's minibatches and the products on 100 samples are small, so a
+    # second thread only adds synchronization (and, on a busy CPU, waits for a busy core)
+    with num_threads(1):
+        epochs = run(args, s, store)
     table = claims(epochs)
     store.save("summary", {"settings": s, "dataset": describe(args.dataset, DIGITS),
                            "seed": args.seed,
