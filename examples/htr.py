@@ -246,7 +246,7 @@ def figure(summary, reference, store, title):
     import matplotlib.pyplot as plt
     from studies.figures import plot_history, plot_method_bars
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
     plot_method_bars(list(METHODS), [summary[m]["test_error_mean"] for m in METHODS],
                      [summary[m]["test_error_std"] for m in METHODS], ax=axes[0],
                      reference=reference, reference_label="paper (LeNet)",

@@ -157,7 +157,7 @@ def figures(epochs, store):
     labels = [f"{n}:{epochs[0]['layers'][n]['type']}" for n in names]
     paths = []
     shown = shown_epochs([e["epoch"] for e in epochs])
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
     for ax, method in zip(axes, DISTANCES):
         depths = [epochs[0]["layers"][n]["depth"] for n in names]
         curves = {f"epoch {e['epoch']}": (depths,
@@ -179,7 +179,7 @@ def figures(epochs, store):
                           for n, label in zip(names, labels)},
                          ax=ax, title=f"spectral densities after epoch {last['epoch']}")
     paths.append(store.save_figure(fig, "densities"))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
     steps = [e["epoch"] for e in epochs]
     for ax, key, quantity in zip(axes, ("lambda_max", "trace"), ("top eigenvalue", "trace")):
         series = {"full network": (steps, [e["full"][key] for e in epochs])}
