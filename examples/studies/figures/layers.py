@@ -39,7 +39,8 @@ def _check_series(series: Mapping, name: str) -> None:
 
 def plot_layer_distances(series: Mapping[str, tuple], ax=None, *, log: bool = False,
                          ylabel: str = "distance to the full spectrum",
-                         title: Optional[str] = None, layer_names: Optional[Sequence[str]] = None):
+                         title: Optional[str] = None, layer_names: Optional[Sequence[str]] = None,
+                         styles: Optional[Mapping[str, dict]] = None):
     """Distance between each layer's spectrum and the full network's, against relative depth.
 
     Args:
@@ -50,6 +51,7 @@ def plot_layer_distances(series: Mapping[str, tuple], ax=None, *, log: bool = Fa
         ylabel: the distance axis label.
         title: the axes title.
         layer_names: names written under the depth ticks of the first series.
+        styles: ``{label: plot keyword arguments}`` (e.g. a thick line for the mean).
 
     Returns:
         The ``Axes``; the minimum of each curve is marked with a star.
@@ -62,7 +64,8 @@ def plot_layer_distances(series: Mapping[str, tuple], ax=None, *, log: bool = Fa
     _check_series(series, "series")
     ax = new_axes(ax, (5, 3.5))
     for label, (depths, distances) in series.items():
-        line, = ax.plot(depths, distances, marker="o", label=str(label))
+        line, = ax.plot(depths, distances, label=str(label),
+                        **{"marker": "o", **(styles or {}).get(label, {})})
         best = min(range(len(distances)), key=lambda i: distances[i])
         ax.plot([depths[best]], [distances[best]], marker="*", ms=13, color=line.get_color(),
                 ls="none")
