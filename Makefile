@@ -1,4 +1,4 @@
-# make demo  -- set up .venv, build hesskit, run the eigenspectrum-matching study on digits
+# make demo  -- set up .venv, build hesskit, run the layerwise-eigenspectra study on the embedded MNIST sample
 # make test  -- set up .venv, build hesskit, run the test suite
 # make docs  -- set up .venv, build hesskit, build the HTML documentation (docs/_build/html)
 PYTHON ?= python3
