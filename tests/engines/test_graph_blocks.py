@@ -94,7 +94,7 @@ def test_float32_matches_float64():
     torch.manual_seed(4)
     model = hk.models.get_model("lenet", n_classes=4, in_channels=1, input_size=16, seed=0)
     X, y = torch.randn(6, 1, 16, 16), torch.randint(0, 4, (6,))
-    params = ["0.weight", "0.bias", "3.bias", "9.weight", "11.bias"]
+    params = ["0.weight", "0.bias", "3.bias", "9.bias", "11.weight"]
     obj32 = hk.Objective(model, nn.CrossEntropyLoss(), (X, y), params=params)
     obj64 = hk.Objective(copy.deepcopy(model).double(), nn.CrossEntropyLoss(), (X.double(), y), params=params)
     for kind in ("hessian", "ggn"):

@@ -326,7 +326,8 @@ class GraphEngine(Engine):
                           for t, size in zip(columns, obj.param_sizes)], dim=1).T.contiguous()
 
     def tangent_pass(self, kind: str, state: _State, k: int, flow: "Flow",
-                     dparams: dict[str, Tensor], seed: tuple[str, Tensor] | None = None
+                     dparams: dict[str, Tensor], seed: tuple[str, Tensor] | None = None,
+                     stop: str | None = None, cotangents: Tensor | None = None
                      ) -> tuple[dict[str, Tensor], Tensor | None]:
         """One R-forward and R-backward pass of k tangents over the nodes of ``flow``.
 
@@ -339,6 +340,10 @@ class GraphEngine(Engine):
             seed: ``(node name, (k N, *sample shape) tangents)``: the tangents of that
                 node's output, given instead of computed; the R-backward pass stops
                 there.
+            stop: a node where the R-backward pass stops (the seed's node by default).
+            cotangents: ``(k N, C)``: the R-gradient at the outputs, given instead of
+                the loss's Hessian times the outputs' tangents (with ``kind="ggn"`` and
+                no tangents: the plain backward pass of k vectors).
 
         Returns:
             ``({wanted parameter: (k, *shape) R-gradient}, R-gradient (k N, ...) at the
@@ -348,6 +353,7 @@ class GraphEngine(Engine):
         """
         second = kind != "ggn"
         seed_name = None if seed is None else seed[0]
+        stop = seed_name if stop is None else stop
         tangents: dict[str, Tensor | None] = {} if seed is None else {seed[0]: seed[1]}
         remaining = dict(flow.readers)
         out = self.graph.output.name
@@ -363,7 +369,9 @@ class GraphEngine(Engine):
                         and n.name != out:
                     tangents.pop(n.name, None)
         pending: dict[str, Tensor | None] = {}
-        if kind != "functional" and tangents.get(out) is not None:
+        if cotangents is not None:
+            pending[out] = cotangents
+        elif kind != "functional" and tangents.get(out) is not None:
             pending[out] = state.loss.hessian_matmat(tangents[out], k)
         grads: dict[str, Tensor] = {}
         for step in reversed(self.graph.steps):
@@ -371,7 +379,7 @@ class GraphEngine(Engine):
             if step.rule is None or name not in flow.backward:
                 continue
             U = pending.pop(name, None)
-            if name == seed_name:
+            if name == stop:
                 return grads, U
             g = state.grads.get(name) if second else None
             if U is None and g is None:

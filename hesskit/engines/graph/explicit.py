@@ -31,6 +31,18 @@ the difference for the functional part). Two exact ways, chosen per layer:
   :math:`\\tilde a_n = [a_n; 1]` (``kron_block``; Botev, Ritter & Barber 2017, Dangel,
   Harmeling & Hennig 2020).
 
+* **per-sample Jacobians** for the GGN, and for the Hessian when no node downstream of
+  the layer has a second-order term in its inputs alone (piecewise-linear activations,
+  pooling, BatchNorm in eval, reshapes, additions, and Linear/Conv layers, whose
+  input-weight terms vanish without weight tangents: then :math:`M_{l,n}` is
+  :math:`J_{f \\leftarrow z}^\\top \\nabla^2_f \\ell_n J_{f \\leftarrow z}` and
+  the functional part of the block is exactly zero): C backward passes from the
+  outputs (C classes, k at a time) give :math:`K_n = J_{f \\leftarrow \\theta_l, n}`
+  (C × :math:`P_l` per sample, :meth:`Rule.sample_jacobians`) and
+  :math:`B_l = \\sum_n K_n^\\top \\nabla^2_f \\ell_n K_n`, one GEMM of inner size
+  N C (BackPACK's exact square-root GGN, Dangel, Kunstner & Hennig 2020). On a
+  convolution this costs C backward passes instead of :math:`P_l` R-passes.
+
 The diagonal keeps only the diagonal entries of the same passes
 (:math:`\\sum_n \\operatorname{diag}(M_{l,n}) \\otimes (\\tilde a_n \\odot \\tilde a_n)`
 for the Kronecker layers). The dense matrix takes the basis columns of each layer in
@@ -41,7 +53,7 @@ column moves through the nodes upstream of its layer, forward or backward.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -76,6 +88,29 @@ class _Layer:
         rule = self.step.rule
         return (isinstance(rule, LinearRule) and rule.weight_name in self.names
                 and state.ctxs[self.node].ndim == 2)
+
+
+def _first_order_downstream(engine: "GraphEngine", layer: _Layer) -> bool:
+    """Whether no node downstream of ``layer`` has a second-order term in its input
+    tangents alone (none of them reads its input tangents when no parameter of theirs
+    is differentiated): then the layer's Hessian block is its GGN block and its
+    functional block is zero, exactly."""
+    forward = engine.flow(set(layer.names), set()).forward
+    return not any(step.rule.keeps_input_tangents(set()) for step in engine.graph.steps
+                   if step.rule is not None and step.node.name in forward
+                   and step is not layer.step)
+
+
+def _method(engine: "GraphEngine", kind: str, layer: _Layer, state) -> str:
+    """How the layer's block is computed: ``"kronecker"``, ``"zero"``, ``"jacobians"``
+    or ``"basis"`` (see the module docstring)."""
+    if layer.kronecker(state):
+        return "kronecker"
+    if kind == "ggn":
+        return "jacobians"
+    if _first_order_downstream(engine, layer):
+        return "zero" if kind == "functional" else "jacobians"
+    return "basis"
 
 
 def _layers(engine: "GraphEngine") -> list[_Layer]:
@@ -147,6 +182,32 @@ def _output_hessians(engine: "GraphEngine", kind: str, state, layer: _Layer) -> 
     return (M + M.mT) / 2
 
 
+def _jacobians(engine: "GraphEngine", state, layer: _Layer) -> tuple[Tensor, Tensor]:
+    """``(K, HK)``: the per-sample Jacobians :math:`K_n` of the outputs with respect to
+    the layer's selected parameters and :math:`\\nabla^2_f \\ell_n K_n`, both
+    ``(C, N, P_l)``; from C backward passes seeded with :math:`e_c` at the outputs
+    (every sample at once), stopped at the layer."""
+    rule, f = layer.step.rule, state.loss.f
+    n, classes = f.shape
+    flow = replace(engine.flow(set(layer.names), set()), forward=set())
+    K = None
+    for lo, hi in _column_ranges(engine, state, classes):
+        k = hi - lo
+        seed = f.new_zeros(k, n, classes)
+        seed[torch.arange(k), :, torch.arange(lo, hi)] = 1
+        _, U = engine.tangent_pass("ggn", state, k, flow, {}, stop=layer.node,
+                                   cotangents=seed.view(k * n, classes))
+        part = rule.sample_jacobians(state.ctxs[layer.node], k, U, layer.names)
+        if K is None:
+            K = part.new_empty(classes, n, part.shape[2])
+        K[lo:hi] = part
+    eye = torch.eye(classes, dtype=f.dtype, device=f.device)
+    H = state.loss.hessian_matmat(eye.unsqueeze(1).expand(classes, n, classes)
+                                  .reshape(classes * n, classes), classes)
+    HK = torch.einsum("dnc,dnj->cnj", H.view(classes, n, classes), K)  # H[d, n, c] = H_n[c, d]
+    return K, HK
+
+
 def _kronecker_order(layer: _Layer, m: int, n_in: int) -> Tensor | None:
     """Rows of ``kron_block(_with_bias)``'s ``[W.reshape(-1), b]`` in the order of
     ``layer.names`` (``None`` when it is that order already)."""
@@ -171,11 +232,19 @@ def layer_blocks(engine: "GraphEngine", kind: str) -> dict[str, Tensor]:
     layers = _layers(engine)
     for weight, state in _passes(engine, kind):
         for layer in layers:
-            if layer.kronecker(state):
+            method = _method(engine, kind, layer, state)
+            size = sum(_sizes(engine, layer.names))
+            if method == "kronecker":
                 part = _kronecker_block(layer, state.ctxs[layer.node],
                                         _output_hessians(engine, kind, state, layer) * weight)
+            elif method == "zero":
+                part = torch.zeros(size, size, dtype=engine.objective.dtype,
+                                   device=engine.objective.device)
+            elif method == "jacobians":
+                K, HK = _jacobians(engine, state, layer)
+                part = K.reshape(-1, size).T @ HK.reshape(-1, size)
+                part = (part + part.mT).mul_(weight / 2)
             else:
-                size = sum(_sizes(engine, layer.names))
                 flow = engine.flow(set(layer.names), set(layer.names))
                 part = torch.empty(size, size, dtype=engine.objective.dtype,
                                    device=engine.objective.device)
@@ -197,12 +266,18 @@ def diagonal(engine: "GraphEngine", kind: str) -> Tensor:
     layers = _layers(engine)
     for weight, state in _passes(engine, kind):
         for layer in layers:
-            if layer.kronecker(state):
+            method = _method(engine, kind, layer, state)
+            if method == "kronecker":
                 A = state.ctxs[layer.node]
                 d = _output_hessians(engine, kind, state, layer).diagonal(dim1=1, dim2=2)
                 parts = {layer.step.rule.weight_name: (d.T @ (A * A)).reshape(-1),
                          layer.step.rule.bias_name: d.sum(0)}
                 values = torch.cat([parts[n] for n in layer.names])
+            elif method == "zero":
+                continue
+            elif method == "jacobians":
+                K, HK = _jacobians(engine, state, layer)
+                values = (K * HK).sum((0, 1))
             else:
                 flow = engine.flow(set(layer.names), set(layer.names))
                 values = torch.cat([
