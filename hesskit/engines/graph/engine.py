@@ -18,6 +18,10 @@ functional part :math:`H - G` keeps only them (it starts the R-backward pass fro
 selected parameter carry tangents. Parameters are laid out by name, in the
 objective's flattening (``model.named_parameters()`` order).
 
+Exact layer blocks, the diagonal and the dense matrix come from the same passes
+started at each layer, without P full products
+(:mod:`~hesskit.engines.graph.explicit`).
+
 Supported: see :mod:`hesskit.engines.graph.rules`; losses ``nn.CrossEntropyLoss``
 (without class weights) and ``nn.MSELoss`` (and their functional forms) on
 ``(N, C)`` outputs, mean or sum.

@@ -104,13 +104,12 @@ def _first_order_downstream(engine: "GraphEngine", layer: _Layer) -> bool:
 def _method(engine: "GraphEngine", kind: str, layer: _Layer, state) -> str:
     """How the layer's block is computed: ``"kronecker"``, ``"zero"``, ``"jacobians"``
     or ``"basis"`` (see the module docstring)."""
+    first_order = kind != "ggn" and _first_order_downstream(engine, layer)
+    if kind == "functional" and first_order:
+        return "zero"
     if layer.kronecker(state):
         return "kronecker"
-    if kind == "ggn":
-        return "jacobians"
-    if _first_order_downstream(engine, layer):
-        return "zero" if kind == "functional" else "jacobians"
-    return "basis"
+    return "jacobians" if kind == "ggn" or first_order else "basis"
 
 
 def _layers(engine: "GraphEngine") -> list[_Layer]:
