@@ -142,3 +142,22 @@ def test_unknown_kind_is_refused():
     for method in (engine.layer_blocks, engine.diagonal, engine.dense):
         with pytest.raises(ValueError, match="kind"):
             method("fisher")
+
+
+class Reordered(nn.Module):
+    """Modules registered in another order than the forward calls them."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(2 * 4 * 4, 3)
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.conv(x)).flatten(1))
+
+
+def test_blocks_follow_the_flattening_order_not_the_call_order():
+    torch.manual_seed(5)
+    model = Reordered().double()
+    X, y = torch.randn(4, 1, 4, 4, dtype=torch.float64), torch.randint(0, 3, (4,))
+    check_explicit_forms(hk.Objective(model, nn.CrossEntropyLoss(), (X, y), batch_size=3))

@@ -226,7 +226,8 @@ def _kronecker_block(layer: _Layer, A: Tensor, M: Tensor) -> Tensor:
 
 def layer_blocks(engine: "GraphEngine", kind: str) -> dict[str, Tensor]:
     """``{module name: exact block over its selected parameters}`` (see the module
-    docstring), weighted and summed over the chunks."""
+    docstring) in the objective's flattening order, weighted and summed over the
+    chunks."""
     blocks: dict[str, Tensor] = {}
     layers = _layers(engine)
     for weight, state in _passes(engine, kind):
@@ -253,7 +254,10 @@ def layer_blocks(engine: "GraphEngine", kind: str) -> dict[str, Tensor]:
                 part = (part + part.mT).mul_(weight / 2)
             name = layer.step.rule.name
             blocks[name] = part if name not in blocks else blocks[name].add_(part)
-    return blocks
+    # the flattening order of the modules (a forward may call them in another order)
+    first = {layer.step.rule.name: engine.objective.param_names.index(layer.names[0])
+             for layer in layers}
+    return dict(sorted(blocks.items(), key=lambda item: first[item[0]]))
 
 
 def diagonal(engine: "GraphEngine", kind: str) -> Tensor:
