@@ -18,6 +18,10 @@ functional part :math:`H - G` keeps only them (it starts the R-backward pass fro
 selected parameter carry tangents. Parameters are laid out by name, in the
 objective's flattening (``model.named_parameters()`` order).
 
+Exact layer blocks, the diagonal and the dense matrix come from the same passes
+started at each layer, without P full products
+(:mod:`~hesskit.engines.graph.explicit`).
+
 Supported: see :mod:`hesskit.engines.graph.rules`; losses ``nn.CrossEntropyLoss``
 (without class weights) and ``nn.MSELoss`` (and their functional forms) on
 ``(N, C)`` outputs, mean or sum.
@@ -35,6 +39,7 @@ Example:
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -43,6 +48,7 @@ from torch import Tensor
 from hesskit.engines import register_engine
 from hesskit.engines.base import Engine
 from hesskit.engines.chain import UnsupportedModelError, loss_problem, loss_terms
+from hesskit.engines.graph import explicit
 from hesskit.engines.graph.loss import OutputLoss
 from hesskit.engines.graph.reader import ModelGraph, read_graph, structure
 from hesskit.engines.graph.rules.base import add
@@ -97,6 +103,7 @@ class GraphEngine(Engine):
     """
 
     name = "graph"
+    capabilities = frozenset({"products", "blocks", "diagonal", "dense"})
     #: below the sequential kernels (chains), above ``func``/``autograd``: on LeNet-5
     #: (N=256, 1 thread) a product costs about 1.0-1.5 gradients per vector here
     #: against 1.7-1.9 for double backward and 2.0-3.1 for ``vmap`` (bench_graph.py)
@@ -154,27 +161,45 @@ class GraphEngine(Engine):
         self.graph = self._analyse(objective)
         self._structure = structure(objective.model)  # only once the model is accepted
         self.selected = set(objective.param_names)
-        #: node names downstream of a selected parameter: they carry tangents
-        self._live: set[str] = set()
-        for step in self.graph.steps:
-            if step.rule is None:
-                continue
-            if self.selected.intersection(step.rule.param_names) or any(
-                    n.name in self._live for n in step.inputs):
-                self._live.add(step.node.name)
-        #: names of nodes whose tangents the R-backward pass reads (second-order terms)
-        self._kept: set[str] = {n.name for step in self.graph.steps if step.rule is not None
-                                and step.node.name in self._live
-                                and step.rule.keeps_input_tangents(self.selected)
-                                for n in step.inputs}
-        #: how many input slots of live nodes read each node's tangents
-        self._readers: dict[str, int] = {}
-        for step in self.graph.steps:
-            if step.rule is not None and step.node.name in self._live:
-                for n in step.inputs:
-                    self._readers[n.name] = self._readers.get(n.name, 0) + 1
+        #: the nodes and parameters a product visits; ``_live``: the nodes downstream of
+        #: a selected parameter, which carry tangents and first-order gradients
+        self._full = self.flow(self.selected, self.selected)
+        self._live = self._full.forward
         self._states: dict[int, _State] = {}
         self._state_params: list[Tensor] | None = None
+
+    def flow(self, sources: set[str], want: set[str], backward_from: int | None = None
+             ) -> "Flow":
+        """The nodes a pass of tangents visits (see :class:`Flow`).
+
+        Args:
+            sources: parameters with nonzero tangents; the nodes downstream of them
+                carry tangents.
+            want: parameters whose R-gradients the pass returns.
+            backward_from: ``None``: the R-backward pass visits the nodes that carry
+                tangents; an index into ``graph.steps``: it visits every node
+                downstream of a selected parameter from that step on (the rows of
+                the columns' matrix that belong to later parameters).
+        """
+        steps = [s for s in self.graph.steps if s.rule is not None]
+        forward: set[str] = set()
+        for step in steps:
+            if sources.intersection(step.rule.param_names) or any(
+                    n.name in forward for n in step.inputs):
+                forward.add(step.node.name)
+        if backward_from is None:
+            backward = set(forward)
+        else:
+            backward = {s.node.name for s in self.graph.steps[backward_from:]
+                        if s.rule is not None and s.node.name in self._live}
+        kept = {n.name for step in steps if step.node.name in backward
+                and step.rule.keeps_input_tangents(want) for n in step.inputs}
+        readers: dict[str, int] = {}
+        for step in steps:
+            if step.node.name in forward:
+                for n in step.inputs:
+                    readers[n.name] = readers.get(n.name, 0) + 1
+        return Flow(forward, backward, set(want), kept, readers)
 
     # ------------------------------------------------------------ forward pass
     @staticmethod
@@ -272,53 +297,99 @@ class GraphEngine(Engine):
         ``max_workspace_bytes``. A model whose structure changed since the last
         product (a module replaced, a hook registered) is read again, and refused
         with :class:`UnsupportedModelError` if it is no longer supported."""
-        if kind not in _KINDS:
-            raise ValueError(f"kind: expected one of {_KINDS}, got {kind!r}")
+        check_kind(kind)
         if V.shape[1] == 0:
             return V.new_zeros(V.shape)
-        if structure(self.objective.model) != self._structure:
-            self._build()  # modules swapped, hooks added, ...: refused or read again
-        state = self._state(chunk, grads=kind != "ggn")
-        itemsize = V.element_size()
-        per_column = 2 * chunk.size * state.sample_numel * itemsize
-        largest = chunk.size * state.largest_numel * itemsize
-        step = max(1, min(self.max_workspace_bytes // max(per_column, 1),
-                          self.max_tangent_bytes // max(largest, 1)))
+        state = self.chunk_state(kind, chunk)
+        step = self.columns_per_pass(state, V.element_size())
         parts = [self._product(kind, state, V[:, a:a + step]) for a in range(0, V.shape[1], step)]
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+    def chunk_state(self, kind: str, chunk) -> _State:
+        """The forward pass of ``chunk`` that products of ``kind`` need (kept or
+        computed), after reading the model again if its structure changed."""
+        if structure(self.objective.model) != self._structure:
+            self._build()  # modules swapped, hooks added, ...: refused or read again
+        return self._state(chunk, grads=kind != "ggn")
+
+    def columns_per_pass(self, state: _State, itemsize: int) -> int:
+        """How many tangents one pass carries within ``max_workspace_bytes`` and
+        ``max_tangent_bytes``."""
+        n = state.inputs.shape[0]
+        per_column = 2 * n * state.sample_numel * itemsize
+        largest = n * state.largest_numel * itemsize
+        return max(1, min(self.max_workspace_bytes // max(per_column, 1),
+                          self.max_tangent_bytes // max(largest, 1)))
 
     def _product(self, kind: str, state: _State, V: Tensor) -> Tensor:
         obj, k = self.objective, V.shape[1]
         dparams = dict(zip(obj.param_names, obj.unflatten(V)))
+        grads, _ = self.tangent_pass(kind, state, k, self._full, dparams)
+        columns = [grads.get(name) for name in obj.param_names]
+        return torch.cat([V.new_zeros(k, size) if t is None else t.reshape(k, size)
+                          for t, size in zip(columns, obj.param_sizes)], dim=1).T.contiguous()
+
+    def tangent_pass(self, kind: str, state: _State, k: int, flow: "Flow",
+                     dparams: dict[str, Tensor], seed: tuple[str, Tensor] | None = None,
+                     stop: str | None = None, cotangents: Tensor | None = None
+                     ) -> tuple[dict[str, Tensor], Tensor | None]:
+        """One R-forward and R-backward pass of k tangents over the nodes of ``flow``.
+
+        Args:
+            kind: ``"hessian"``, ``"ggn"`` or ``"functional"``.
+            state: the chunk's forward pass (:meth:`chunk_state`).
+            k: the number of tangents.
+            flow: the nodes visited and the parameters wanted (:meth:`flow`).
+            dparams: ``{parameter name: (k, *shape) tangents}``; missing is zero.
+            seed: ``(node name, (k N, *sample shape) tangents)``: the tangents of that
+                node's output, given instead of computed; the R-backward pass stops
+                there.
+            stop: a node where the R-backward pass stops (the seed's node by default).
+            cotangents: ``(k N, C)``: the R-gradient at the outputs, given instead of
+                the loss's Hessian times the outputs' tangents (with ``kind="ggn"`` and
+                no tangents: the plain backward pass of k vectors).
+
+        Returns:
+            ``({wanted parameter: (k, *shape) R-gradient}, R-gradient (k N, ...) at the
+            seed node or None)``. With a seed at node :math:`z` and ``dparams`` empty,
+            the R-gradient at the seed is :math:`\\nabla^2_z \\ell\\, \\dot z` (of
+            ``kind``): the loss's curvature with respect to that node's output.
+        """
         second = kind != "ggn"
-        tangents: dict[str, Tensor | None] = {}
-        remaining = dict(self._readers)
+        seed_name = None if seed is None else seed[0]
+        stop = seed_name if stop is None else stop
+        tangents: dict[str, Tensor | None] = {} if seed is None else {seed[0]: seed[1]}
+        remaining = dict(flow.readers)
+        out = self.graph.output.name
         for step in self.graph.steps:
             name = step.node.name
-            if step.rule is None or name not in self._live:
+            if step.rule is None or name not in flow.forward or name == seed_name:
                 continue
             dins = [tangents.get(n.name) for n in step.inputs]
             tangents[name] = step.rule.rforward(state.ctxs[name], k, dins, dparams)
             for n in step.inputs:
                 remaining[n.name] -= 1
-                if remaining[n.name] == 0 and not (second and n.name in self._kept) \
-                        and n.name != self.graph.output.name:
+                if remaining[n.name] == 0 and not (second and n.name in flow.kept) \
+                        and n.name != out:
                     tangents.pop(n.name, None)
-        out = self.graph.output.name
         pending: dict[str, Tensor | None] = {}
-        if kind != "functional" and tangents.get(out) is not None:
+        if cotangents is not None:
+            pending[out] = cotangents
+        elif kind != "functional" and tangents.get(out) is not None:
             pending[out] = state.loss.hessian_matmat(tangents[out], k)
         grads: dict[str, Tensor] = {}
         for step in reversed(self.graph.steps):
             name = step.node.name
-            if step.rule is None or name not in self._live:
+            if step.rule is None or name not in flow.backward:
                 continue
             U = pending.pop(name, None)
+            if name == stop:
+                return grads, U
             g = state.grads.get(name) if second else None
             if U is None and g is None:
                 continue
-            need = [n.name in self._live for n in step.inputs]
-            want = self.selected.intersection(step.rule.param_names)
+            need = [n.name in flow.backward for n in step.inputs]
+            want = flow.want.intersection(step.rule.param_names)
             dins = [tangents.get(n.name) for n in step.inputs]
             ins, pgrads = step.rule.backward(state.ctxs[name], k, U, g, dins, dparams, need, want)
             for n, gi in zip(step.inputs, ins):
@@ -326,9 +397,62 @@ class GraphEngine(Engine):
                     pending[n.name] = add(pending.get(n.name), gi)
             for pname, gp in pgrads.items():
                 grads[pname] = add(grads.get(pname), gp)
-        columns = [grads.get(name) for name in obj.param_names]
-        return torch.cat([V.new_zeros(k, size) if t is None else t.reshape(k, size)
-                          for t, size in zip(columns, obj.param_sizes)], dim=1).T.contiguous()
+        return grads, None
+
+
+    # --------------------------------------------------------- explicit forms
+    def layer_blocks(self, kind: str = "hessian") -> dict[str, Tensor]:
+        """The exact diagonal block of every module with selected parameters:
+        :math:`\\sum_n J_{l,n}^\\top M_{l,n} J_{l,n}` from basis tangents started at the
+        layer, or Kronecker factors for Linear layers
+        (:mod:`~hesskit.engines.graph.explicit`).
+
+        Args:
+            kind: ``"hessian"``, ``"ggn"`` or ``"functional"``.
+
+        Returns:
+            ``{module name: block}`` in graph order, each square over the module's
+            selected parameters in the objective's flattening order; the chunks
+            weighted and summed.
+        """
+        check_kind(kind)
+        return explicit.layer_blocks(self, kind)
+
+    def diagonal(self, kind: str = "hessian") -> Tensor:
+        """The exact diagonal (P,) from the passes of :meth:`layer_blocks`."""
+        check_kind(kind)
+        return explicit.diagonal(self, kind)
+
+    def dense(self, kind: str = "hessian") -> Tensor:
+        """The exact (P, P) matrix: every layer's basis columns started at the layer,
+        on the rows of that layer and the later ones; the rest by symmetry."""
+        check_kind(kind)
+        return explicit.dense(self, kind)
+
+@dataclass(frozen=True)
+class Flow:
+    """Which nodes a pass of tangents visits (:meth:`GraphEngine.flow`).
+
+    Attributes:
+        forward: nodes that carry tangents in the R-forward pass.
+        backward: nodes the R-backward pass visits.
+        want: parameters whose R-gradients the pass returns.
+        kept: nodes whose tangents the R-backward pass reads (second-order terms).
+        readers: ``{node: how many input slots of the forward nodes read it}``, to
+            free each tangent after its last reader.
+    """
+
+    forward: set[str]
+    backward: set[str]
+    want: set[str]
+    kept: set[str]
+    readers: dict[str, int]
+
+
+def check_kind(kind: str) -> None:
+    """Refuse a ``kind`` other than ``"hessian"``, ``"ggn"`` or ``"functional"``."""
+    if kind not in _KINDS:
+        raise ValueError(f"kind: expected one of {_KINDS}, got {kind!r}")
 
 
 def _equal(a: Tensor, b: Tensor) -> bool:

@@ -92,6 +92,13 @@ class Rule:
         named in ``want``."""
         raise NotImplementedError
 
+    def sample_jacobians(self, ctx: Any, k: int, U: Tensor, names: list[str]) -> Tensor:
+        """Per-sample :math:`J_{\\theta,n}^\\top U_n` for k output-side vectors ``U``
+        ``(k N, ...)``: ``(k, N, P)`` over the parameters ``names`` (concatenated, each
+        flattened), not summed over the samples; what exact layer blocks need
+        (:mod:`~hesskit.engines.graph.explicit`). Every rule with parameters provides it."""
+        raise NotImplementedError(f"{describe(self.name, self)} has no per-sample Jacobians")
+
     def keeps_input_tangents(self, selected: set[str]) -> bool:
         """Whether :meth:`backward` reads ``dins`` (second-order terms in the input
         tangents) when the parameters ``selected`` are differentiated."""

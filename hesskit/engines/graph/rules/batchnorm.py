@@ -115,5 +115,14 @@ class BatchNormRule(Rule):
             grads[self.bias_name] = self._channel_sum(U, k)
         return [grad_x], grads
 
+    def sample_jacobians(self, ctx, k, U, names):
+        """:math:`(\\sum U \\hat x, \\sum U)` per sample and channel."""
+        xhat = ctx[0]
+        n, c = xhat.shape[:2]
+        Uk = U.reshape(k, n, c, -1)
+        parts = {self.weight_name: (Uk * xhat.reshape(1, n, c, -1)).sum(3),
+                 self.bias_name: Uk.sum(3)}
+        return torch.cat([parts[name] for name in names], dim=2)
+
     def keeps_input_tangents(self, selected):
         return self.weight_name in selected

@@ -189,5 +189,27 @@ class ConvRule(Rule):
         gw = gw.view(W.shape[0], k, *W.shape[1:]).transpose(0, 1) if need_weight else None
         return gx, gw
 
+    def sample_jacobians(self, ctx, k, U, names):
+        """Per sample, the weight gradient :math:`U_n \\star x_n` as a product with the
+        input's patches (``unfold``; a Conv1d as a Conv2d of height 1), group by group,
+        and :math:`\\sum_p U_{n,p}` for the bias."""
+        xp = ctx[0]
+        n, g = xp.shape[0], self.groups
+        cout = self.module.out_channels
+        parts = {self.bias_name: U.reshape(k, n, cout, -1).sum(3)}
+        if self.weight_name in names:
+            square = xp.ndim == 4
+            patches = F.unfold(xp if square else xp.unsqueeze(2),
+                               tuple(self.module.kernel_size) if square
+                               else (1, self.module.kernel_size[0]),
+                               dilation=self.dilation if square else [1, *self.dilation],
+                               padding=self.padding if square else [0, *self.padding],
+                               stride=self.stride if square else [1, *self.stride])
+            patches = patches.view(n, g, -1, patches.shape[-1])  # (N, g, Cin/g ks, L)
+            Ug = U.reshape(k, n, g, cout // g, patches.shape[-1])
+            parts[self.weight_name] = torch.einsum("kngol,ngil->kngoi", Ug,
+                                                   patches).reshape(k, n, -1)
+        return torch.cat([parts[name] for name in names], dim=2)
+
     def keeps_input_tangents(self, selected):
         return self.weight_name in selected

@@ -11,6 +11,7 @@ With rows :math:`r` (samples and any middle dimensions), tangents :math:`\\dot x
 """
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from hesskit.engines.graph.rules.base import Rule, add
@@ -73,6 +74,14 @@ class LinearRule(Rule):
         if self.bias_name in want and U is not None:
             grads[self.bias_name] = U.reshape(k, -1, m).sum(1)
         return [grad_x], grads
+
+    def sample_jacobians(self, x, k, U, names):
+        """:math:`(U_n^\\top x_n, \\sum_r U_{n,r})` per sample, rows r within a sample."""
+        n_in, m, n = x.shape[-1], self.module.out_features, x.shape[0]
+        rows, Uk = x.reshape(n, -1, n_in), U.reshape(k, n, -1, m)
+        parts = {self.weight_name: torch.einsum("knri,nra->knia", Uk, rows).reshape(k, n, -1),
+                 self.bias_name: Uk.sum(2)}
+        return torch.cat([parts[name] for name in names], dim=2)
 
     def keeps_input_tangents(self, selected):
         return self.weight_name in selected
