@@ -1,14 +1,21 @@
-"""The large-batch study's pieces (examples/batch_size_spectrum.py):
-the surface the study draws, the training schedule, the outlier reading.
+"""The large-batch study's pieces (examples/batch_size_spectrum.py and its figures):
+the surface the study draws, its 3-D figure, the training schedule, the outlier reading.
 The whole script runs in tests/examples/test_boundary_rank_batch.py (smoke mode)."""
 import math
 
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import hesskit as hk  # noqa: E402
+from helpers import clipped_axes  # noqa: E402
 from batch_size_spectrum import SIZES, epochs_for, log_gap_outliers, study_surface  # noqa: E402
+from studies.figures.batch_size import plot_batch_landscapes  # noqa: E402
 
 
 def test_study_surface_is_w_plus_c1_v2_plus_c2_v1():
@@ -31,6 +38,38 @@ def test_study_surface_is_w_plus_c1_v2_plus_c2_v1():
                                                           rel=1e-12)
     with pytest.raises(ValueError, match="eigenvectors"):
         study_surface(obj, V[:, :1], coords)
+
+
+def _bowl(scale, n=7):
+    x = torch.linspace(-0.3, 0.3, n, dtype=torch.float64)
+    loss = 0.1 + scale * (x[:, None] ** 2 + 2 * x[None, :] ** 2)
+    return {"x": x.tolist(), "y": x.tolist(), "loss": loss.tolist(), "base_loss": 0.1}
+
+
+def test_plot_batch_landscapes_3d_panels_share_the_z_scale():
+    landscapes = {1024: _bowl(4.0), 128: _bowl(1.0), 256: _bowl(2.0)}
+    fig = plot_batch_landscapes(landscapes, title="t")
+    assert fig._suptitle.get_text() == "t"
+    assert len(fig.axes) == 3 and all(ax.name == "3d" for ax in fig.axes)
+    assert [ax.get_title().splitlines()[0] for ax in fig.axes] == [
+        "batch 128", "batch 256", "batch 1024"]            # sorted by batch size
+    hi = 0.1 + 4.0 * 3 * 0.09                               # the sharpest surface's corner
+    for ax in fig.axes:
+        assert ax.get_zlim() == pytest.approx((0.0, hi))    # one z scale for every panel
+        assert "v_2" in ax.get_xlabel() and "v_1" in ax.get_ylabel()
+        surfaces = [c for c in ax.collections if c.get_array() is not None]
+        assert len(surfaces) == 1 and surfaces[0].norm.vmax == pytest.approx(hi)
+    assert clipped_axes(fig) == []
+    plt.close(fig)
+
+
+def test_plot_batch_landscapes_bad_arguments():
+    with pytest.raises(ValueError, match="landscapes"):
+        plot_batch_landscapes({})
+    one_d = {"x": [0.0, 1.0], "y": None, "loss": [1.0, 2.0]}
+    with pytest.raises(ValueError, match="landscapes"):
+        plot_batch_landscapes({128: one_d})
+    plt.close("all")
 
 
 @pytest.mark.parametrize("n_train", [4000, 1437, 50000])
