@@ -142,6 +142,9 @@ def test_batch_size_spectrum_smoke(tmp_path):
     summary = load(out, "summary")
     check_claims(summary)
     assert set(summary["batch_sizes"]) == {"128", "256", "512", "1024"}
+    assert summary["config"]["data"] == "mnist_sample"
+    # the default schedule: every batch size trained for the same number of steps
+    assert len({r["steps"] for r in summary["batch_sizes"].values()}) == 1
     for bs in (128, 256, 512, 1024):
         r = load(out, f"batch_{bs}")
         top = r["top_eigenvalues"]

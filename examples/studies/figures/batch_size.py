@@ -2,9 +2,9 @@
 
 - :func:`plot_batch_spectra`: the top eigenvalues of the final-layer Hessian for
   every batch size (log scale), and the top eigenvalue against the batch size;
-- :func:`plot_batch_landscapes`: the 2-D loss surfaces along the top two
-  eigenvectors, one panel per batch size, on one shared colour scale so that their
-  sharpness can be compared, plus the 1-D cross-sections along :math:`v_1`.
+- :func:`plot_batch_landscapes`: the loss surfaces along the top two eigenvectors as
+  the study draws them, 3-D plots, one per batch size, on one shared z scale so that
+  their sharpness can be compared.
 
 Landscapes may be :class:`~hesskit.analysis.Landscape` records or their
 ``to_dict()`` form (as read back from JSON).
@@ -75,18 +75,26 @@ def plot_batch_spectra(top_eigenvalues: Mapping[int, Sequence[float]], *,
     return fig
 
 
-def plot_batch_landscapes(landscapes: Mapping[int, object], *, levels: int = 20,
+def plot_batch_landscapes(landscapes: Mapping[int, object], *,
+                          labels: Sequence[str] = ("$c_1$ (along $v_2$)", "$c_2$ (along $v_1$)"),
                           title: Optional[str] = None):
-    """Loss surfaces along the top-2 eigenvectors, one shared colour scale.
+    """Loss surfaces as the study shows them: 3-D plots on one z scale.
+
+    One ``mplot3d`` surface per batch size (the study's ``plot_surface`` with the
+    ``plasma`` colour map), every panel with the same z range and colour scale --
+    from ``min(0, lowest loss)`` to the highest loss of all panels -- so that the
+    sharpness of the surfaces can be compared by eye, as in the study's figures,
+    which share z in [0, 0.5].
 
     Args:
         landscapes: batch size -> 2-D landscape (``loss[i, j]`` at ``(x[i], y[j])``).
-        levels: contour levels (shared by every panel).
+        labels: names of the two grid coordinates; the default is the study's grid
+            :math:`W + c_1 v_2 + c_2 v_1` (``x`` along :math:`v_2`, ``y`` along :math:`v_1`).
         title: the figure title.
 
     Returns:
-        The matplotlib ``Figure``: one contour panel per batch size and a last panel
-        with the cross-sections :math:`L(\\theta + a v_1)` through the centre.
+        The matplotlib ``Figure``: one 3-D panel per batch size, in increasing order, two
+        to a row.
     """
     import matplotlib.pyplot as plt
 
@@ -94,34 +102,28 @@ def plot_batch_landscapes(landscapes: Mapping[int, object], *, levels: int = 20,
     if not sizes:
         raise ValueError("landscapes: expected at least one")
     grids = {bs: _landscape(landscapes[bs]) for bs in sizes}
-    lo = min(g["loss"].min() for g in grids.values())
+    lo = min(0.0, min(g["loss"].min() for g in grids.values()))
     hi = max(g["loss"].max() for g in grids.values())
-    bounds = np.linspace(lo, hi if hi > lo else lo + 1, levels + 1)
-    n = len(sizes) + 1
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.4), squeeze=False, layout="constrained")
-    axes = axes[0]
-    filled = None
-    for ax, bs in zip(axes, sizes):
+    hi = hi if hi > lo else lo + 1.0
+    cols = min(2, len(sizes))
+    rows = -(-len(sizes) // cols)
+    fig = plt.figure(figsize=(5.0 * cols, 4.0 * rows))
+    for k, bs in enumerate(sizes, start=1):
         g = grids[bs]
-        filled = ax.contourf(g["x"], g["y"], g["loss"].T, levels=bounds, cmap="viridis")
-        ax.contour(g["x"], g["y"], g["loss"].T, levels=bounds, colors="k", linewidths=0.3)
-        ax.plot([0], [0], "*", color="w", mec="k", ms=9)
+        ax = fig.add_subplot(rows, cols, k, projection="3d")
+        ax.set_box_aspect(None, zoom=0.92)   # room for the axis labels inside the panel
+        X, Y = np.meshgrid(g["x"], g["y"], indexing="ij")
+        ax.plot_surface(X, Y, g["loss"], cmap="plasma", vmin=lo, vmax=hi, shade=True,
+                        rstride=1, cstride=1, linewidth=0)
+        ax.set_zlim(lo, hi)
         ax.set_title(f"batch {bs}\nloss {g['loss'].min():.3g} to {g['loss'].max():.3g}",
                      fontsize=9)
-        ax.set_aspect("equal", adjustable="box")
-        ax.set_xlabel("along $v_1$")
-    axes[0].set_ylabel("along $v_2$")
-    fig.colorbar(filled, ax=axes[:-1].tolist(), label="training loss", shrink=0.85)
-    ax = axes[-1]
-    colors = plt.cm.viridis(np.linspace(0, 0.9, len(sizes)))
-    for color, bs in zip(colors, sizes):
-        g = grids[bs]
-        j = int(np.argmin(np.abs(g["y"])))
-        ax.plot(g["x"], g["loss"][:, j], "o-", ms=2.5, color=color, label=f"batch {bs}")
-    ax.set_xlabel("along $v_1$")
-    ax.set_ylabel("training loss")
-    ax.set_title("cross-sections through the centre\n(along $v_1$)", fontsize=9)
-    ax.legend(fontsize=7)
+        ax.set_xlabel(labels[0], fontsize=8)
+        ax.set_ylabel(labels[1], fontsize=8)
+        ax.set_zlabel("training loss", fontsize=8)
+        ax.tick_params(labelsize=7)
     if title:
         fig.suptitle(title)
+    fig.subplots_adjust(left=0.0, right=0.94, bottom=0.02, top=0.9 if title else 0.95,
+                        wspace=0.1, hspace=0.12)
     return fig
