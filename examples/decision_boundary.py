@@ -394,7 +394,8 @@ def figures(store, results, data, grid_dim, label):
                 xx, yy, r["predicted"], np.asarray(r["grid_alignment"])[:, :5],
                 r["eigenvalues"][:5], reconstruction=r["reconstruction"],
                 reconstruction_k=r["reconstruction_k"], points=Xtr, point_labels=ytr,
-                marked=marked, title=title)
+                marked=marked, spectrum=(r["eigenvalues"], r["n_outliers"]), bins=BINS,
+                title=title)
         paths.append(store.save_figure(fig, f"boundary_{name}"))
     plt.close("all")
     return paths
