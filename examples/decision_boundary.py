@@ -38,7 +38,8 @@ Setups and their epochs (the authors' configs; MNIST 0/1/7 in brackets):
 "normal" (fresh initialization, 2 000 [500]); "random_labels" (a seeded
 permutation of the training labels, plain SGD, 300 000 [5 000]); "adversarial"
 (initialized at the random-label model, 20 000 [1 500]); "large_norm" (a fresh
-initialization rescaled to the random-label model's norm, 1 000); "noisy_init"
+initialization rescaled to the random-label model's norm, 1 000 [500, the normal
+epochs: the authors ran no such image setup]); "noisy_init"
 (initialized at a model trained, from the normal run's initialization, on the noisy
 variant of the data set -- the checkerboard whose class means are +-0.5 instead of
 +-0.8, same noise draws, same split -- then trained on the data set; 2 000 each).
