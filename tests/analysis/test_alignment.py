@@ -172,6 +172,54 @@ def test_align_inputs_climbs_on_an_mlp_and_leaves_the_model_alone():
     assert all(torch.equal(p, q) and p.grad is None for p, q in zip(model.parameters(), before))
 
 
+def _squared_cosine_and_input_gradient(model, x, v):
+    """c(x) = <g, v>^2 / |g|^2 at the predicted label and dc/dx, by double backward."""
+    x = x.clone().requires_grad_(True)
+    out = model(x.unsqueeze(0))
+    loss = nn.functional.cross_entropy(out, out.argmax(1))
+    g = torch.cat([t.reshape(-1) for t in
+                   torch.autograd.grad(loss, list(model.parameters()), create_graph=True)])
+    c = (g @ v) ** 2 / (g @ g)
+    return c.detach(), torch.autograd.grad(c, x)[0]
+
+
+def test_align_inputs_sgd_steps_are_the_authors_descent_on_the_squared_gap():
+    # x <- x - lr_t (2 (c(x) - 1) dc/dx + wd x), lr_t = lr until the milestone, lr/10 after
+    model = mlp(nn.Tanh, (2, 5, 3)).double()
+    g = torch.Generator().manual_seed(5)
+    X = torch.randn(4, 2, generator=g, dtype=torch.float64)
+    obj = Objective(model, nn.CrossEntropyLoss(), (X, torch.zeros(4, dtype=torch.long)))
+    v = torch.randn(obj.n_params, generator=g, dtype=torch.float64)
+    v = v / v.norm()
+    lr, wd = 0.3, 0.05
+    expected = []
+    for x in X[:2]:
+        for lr_t in (lr, lr, 0.1 * lr):       # milestone at step 2
+            c, dc = _squared_cosine_and_input_gradient(model, x, v)
+            x = x - lr_t * (2 * (c - 1) * dc + wd * x)
+        expected.append(x)
+    x, a = align_inputs(obj, v, X[:2], steps=3, lr=lr, method="sgd", weight_decay=wd,
+                        milestones=(2,))
+    torch.testing.assert_close(x, torch.stack(expected), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(a, alignment(obj, v, x)[:, 0])
+    # one start (the authors' search) takes its own path: the same steps
+    x1, a1 = align_inputs(obj, v, X[1:2], steps=3, lr=lr, method="sgd", weight_decay=wd,
+                          milestones=(2,))
+    torch.testing.assert_close(x1, x[1:2], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(a1, a[1:2])
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_align_inputs_sgd_reaches_the_parallel_input():
+    obj, X, x_star, v = _logistic()
+    a0 = alignment(obj, v, X[:3])[:, 0].abs()                 # 0.96, 0.30, 0.59
+    x, a = align_inputs(obj, v, X[1:2], steps=800, lr=1.0, method="sgd", milestones=(600,))
+    # the gradient of (c - 1)^2 fades as c -> 1: close, not exact
+    assert float(a0[1]) < 0.5
+    torch.testing.assert_close(a.abs(), torch.ones(1, dtype=torch.float64), rtol=0, atol=1e-3)
+    torch.testing.assert_close(x, x_star[None], rtol=0, atol=0.1)
+
+
 def test_margin_estimate_uses_the_extreme_training_points():
     model = mlp(nn.ReLU, (2, 6, 2)).double()
     g = torch.Generator().manual_seed(4)
@@ -209,6 +257,14 @@ def test_align_inputs_and_margin_estimate_bad_arguments():
         align_inputs(obj, v, X[:0])
     with pytest.raises(TypeError, match="start"):
         align_inputs(obj, v, X.numpy())
+    with pytest.raises(ValueError, match="method"):
+        align_inputs(obj, v, X, method="lbfgs")
+    with pytest.raises(ValueError, match="weight_decay"):
+        align_inputs(obj, v, X, method="sgd", weight_decay=-1.0)
+    with pytest.raises(ValueError, match="milestones"):
+        align_inputs(obj, v, X, method="sgd", milestones=(0,))
+    with pytest.raises(ValueError, match="only method='sgd'"):
+        align_inputs(obj, v, X, weight_decay=1e-3)          # Adam: refused, not ignored
     train_obj = Objective(obj.model, nn.CrossEntropyLoss(), (X, (X[:, 0] > 0).long()), mode="train")
     with pytest.raises(ValueError, match="mode='eval'"):
         align_inputs(train_obj, v, X)

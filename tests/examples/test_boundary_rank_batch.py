@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import hesskit as hk
 
@@ -57,6 +58,10 @@ def check_boundary_analysis(out, name, dim):
     assert 0 <= a["n_outliers"] <= a["n_params"] // 2
     assert 0.0 <= a["G_theta"] <= 1.0 and 0.0 < a["threshold"] <= 1.0
     assert len(a["max_alignment"]) == a["n_params"]
+    # G_theta: the share of eigenvectors whose largest |A_i(x_n)| passes the threshold
+    assert a["G_theta"] == pytest.approx(
+        sum(v > a["threshold"] for v in a["max_alignment"]) / a["n_params"])
+    assert a["n_outliers"] == hk.spectral.count_outliers(lam, bins=200)
     n_grid = len(a["grid_x"]) ** dim
     assert len(a["grid_alignment"]) == n_grid == len(a["predicted"])
     assert all(abs(v) <= 1 + 1e-9 for row in a["grid_alignment"] for v in row)
@@ -67,6 +72,9 @@ def check_boundary_analysis(out, name, dim):
     assert m["estimate"] == min(e["distance_max"], e["distance_min"]) >= 0
     assert e["alignment_max"] >= e["alignment_min"]
     assert m["true_margin"] >= 0 and m["x_b_to_boundary"] >= 0
+    # the authors' search: one start drawn from N(0, I) with the run's seed (0)
+    start = torch.randn(1, dim, generator=torch.Generator().manual_seed(0))[0]
+    assert m["start"] == pytest.approx(start.tolist())
     return a
 
 
@@ -77,6 +85,13 @@ def test_decision_boundary_smoke(tmp_path):
     check_claims(summary)
     setups = ("normal", "adversarial", "large_norm")
     assert set(summary["setups"]) == set(setups)
+    cfg = summary["config"]
+    assert (cfg["lr"], cfg["margin_steps"], cfg["margin_milestone"]) == (0.02, 200, 50)
+    # the random-label stage: plain SGD on a permutation of the training labels
+    stage = summary["random_label_stage"]
+    assert 0 <= stage["train_random_labels"]["accuracy"] <= 1
+    random_model = load(out, "model_random_labels")
+    assert all(isinstance(v, list) for v in random_model["state"].values())
     for name in setups:
         a = check_boundary_analysis(out, name, dim=2)
         assert summary["setups"][name]["G_theta"] == a["G_theta"]

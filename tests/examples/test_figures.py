@@ -60,6 +60,19 @@ def test_plot_boundary_maps_marked_points():
     plt.close(fig)
 
 
+def test_plot_boundary_maps_spectrum_panel_marks_the_outliers():
+    xx, yy = torch.meshgrid(torch.linspace(-1, 1, 5), torch.linspace(-1, 1, 4), indexing="xy")
+    lam = [5.0, 4.0, 0.1, 0.0, -0.1, 0.05]
+    fig = plot_boundary_maps(xx, yy, (xx > 0).long(), torch.zeros(20, 2), [5.0, 4.0],
+                             spectrum=(lam, 2), bins=10)
+    shown = [ax for ax in fig.axes if ax.get_visible() and ax.get_label() != "<colorbar>"]
+    hist = shown[3]                       # regions, |A_1|, |A_2|, then the spectrum
+    assert hist.get_yscale() == "log" and "2 outliers" in hist.get_title()
+    counts = [sum(p.get_height() for p in c.patches) for c in hist.containers]
+    assert counts == [4, 2]               # bulk, then the two outliers in red
+    plt.close(fig)
+
+
 def _study_figures():
     import hesskit as hk
     from studies.figures.layers import (plot_history, plot_layer_densities,

@@ -3,8 +3,9 @@
 - :func:`plot_boundary_maps`: the model's decision regions, the boundary
   reconstructed from the top eigenvectors, and the alignment maps
   :math:`|A_i(x)|` of the top eigenvectors (each titled with :math:`\\lambda_i`),
-  with the decision boundary drawn on every panel, and optionally marked points
-  (e.g. the input of the margin estimate and the extreme training points);
+  with the decision boundary drawn on every panel, optionally marked points
+  (e.g. the input of the margin estimate and the extreme training points) and the
+  whole spectrum's histogram, outliers marked;
 - :func:`plot_boundary_1d`: the same for one input dimension (the study's toy
   set): the decision function along :math:`x`, the alignments
   :math:`|A_i(x)|`, and the training data, the boundary points marked;
@@ -22,6 +23,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from hesskit.plotting._mpl import as_array
+from hesskit.plotting.histogram import draw_eigenvalue_histogram
 
 __all__ = ["plot_boundary_maps", "plot_boundary_1d", "plot_training_alignment"]
 
@@ -31,8 +33,8 @@ MARKERS = ("*", "P", "X", "D", "^", "v")
 
 def plot_boundary_maps(xx, yy, predicted, alignments, eigenvalues, *, reconstruction=None,
                        reconstruction_k: Optional[int] = None, points=None, point_labels=None,
-                       marked: Optional[Mapping[str, Sequence]] = None, ncols: int = 4,
-                       title: Optional[str] = None):
+                       marked: Optional[Mapping[str, Sequence]] = None, spectrum=None,
+                       bins: int = 200, ncols: int = 4, title: Optional[str] = None):
     """Decision regions, boundary reconstruction and alignment maps on a 2-D grid.
 
     Args:
@@ -48,6 +50,10 @@ def plot_boundary_maps(xx, yy, predicted, alignments, eigenvalues, *, reconstruc
         marked: optional legend label -> ``(j, 2)`` (or one ``(2,)``) points, drawn
             with large markers on the decision-region panel (e.g. the margin
             estimate's :math:`x_b` and extreme training points).
+        spectrum: optional ``(all_eigenvalues, n_outliers)``: the whole spectrum's
+            histogram (log counts, outliers in red) as the last panel
+            (:func:`hesskit.plotting.histogram.draw_eigenvalue_histogram`).
+        bins: the histogram's bins.
         ncols: panels per row.
         title: the figure title.
 
@@ -68,10 +74,10 @@ def plot_boundary_maps(xx, yy, predicted, alignments, eigenvalues, *, reconstruc
     if lam.size != A.shape[1]:
         raise ValueError(f"eigenvalues: expected {A.shape[1]} values, got {lam.size}")
     classes = np.unique(pred)
-    panels = 1 + (reconstruction is not None) + A.shape[1]
+    panels = 1 + (reconstruction is not None) + A.shape[1] + (spectrum is not None)
     nrows = math.ceil(panels / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 3.0 * nrows), squeeze=False,
-                             sharex=True, sharey=True, layout="constrained")
+                             layout="constrained")
     axes = axes.ravel()
     pts = as_array(points, "points") if points is not None else None
     lab = as_array(point_labels, "point_labels") if point_labels is not None else None
@@ -113,15 +119,24 @@ def plot_boundary_maps(xx, yy, predicted, alignments, eigenvalues, *, reconstruc
         draw_boundary(ax, "w")
         ax.set_title(f"$|A_{{{j + 1}}}(x)|$, $\\lambda_{{{j + 1}}}$ = {lam[j]:.3g}", fontsize=10)
         i += 1
+    maps = axes[:i]
+    for ax in maps[1:]:
+        ax.sharex(maps[0])
+        ax.sharey(maps[0])
+    for j, ax in enumerate(maps):
+        if j % ncols == 0:
+            ax.set_ylabel("$x_2$")
+        if j + ncols >= i:   # the lowest map of its column
+            ax.set_xlabel("$x_1$")
+    if spectrum is not None:
+        values, n_outliers = spectrum
+        draw_eigenvalue_histogram(axes[i], values, n_outliers, bins=bins)
+        axes[i].set_title(f"spectrum ({bins} bins): {int(n_outliers)} outliers", fontsize=10)
+        i += 1
     for ax in axes[i:]:
         ax.set_visible(False)
-    for r in range(nrows):
-        axes[r * ncols].set_ylabel("$x_2$")
-    for j, ax in enumerate(axes[:i]):
-        if j + ncols >= i:   # the lowest panel of its column
-            ax.set_xlabel("$x_1$")
     if mesh is not None:
-        fig.colorbar(mesh, ax=axes[:i].tolist(), label="$|A_i(x)|$", shrink=0.8)
+        fig.colorbar(mesh, ax=maps.tolist(), label="$|A_i(x)|$", shrink=0.8)
     if title:
         fig.suptitle(title)
     return fig
