@@ -114,13 +114,18 @@ def test_sharpness_generalization_smoke(tmp_path):
     assert len(grid) == 2 * len(s["lrs"]) * len(s["batch_sizes"]) * s["seeds"]
     assert len(summary["scaling"]) == s["seeds"]
     assert len(summary["dropout_sweep"]) == sum(p > 0 for p in s["dropouts"])
-    for run in grid + summary["dropout_sweep"]:
+    v = s["vgg"]
+    bn = summary["batchnorm"]
+    assert len(bn) == 2 * len(v["lrs"]) * len(v["batch_sizes"]) * v["seeds"]
+    assert sorted({r["model"] for r in bn}) == ["vgg11", "vgg11_bn"]
+    for run in grid + summary["dropout_sweep"] + bn:
         assert 0.0 <= run["test_accuracy"] <= 1.0 and run["steps"] >= 1
         if not run["diverged"]:
             assert finite(run["lambda_max"]) and run["lambda_max"] > 0
             assert run["eos_ratio"] == pytest.approx(run["lambda_max"] * run["lr"] / 2)
     full = [r for r in grid if r["batch_size"] == 0]
     assert full and all(r["steps"] == r["epochs"] for r in full)  # one step per epoch at full batch
+    assert "BatchNorm does not consistently lower lambda_max" in stdout
     check_png(tmp_path / "sharpness_generalization.png")
 
 
@@ -129,10 +134,54 @@ def test_sharpness_between_iterates_and_train_mode(tmp_path):
     run_script("sharpness_generalization.py", tmp_path, "--between-iterates", "--train-mode")
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["train_mode"] and summary["between_iterates"]
-    for run in summary["grid"]:
+    for run in summary["grid"] + summary["batchnorm"]:
         if not run["diverged"]:
             # the maximum over the segment includes the end point
             assert run["lambda_max_between"] >= run["lambda_max"] * (1 - 1e-3)
+
+
+def test_sharpness_batchnorm_lambda_max_is_that_of_the_chunked_train_mode_loss():
+    """The VGGs' lambda_max: the Hessian of the mean loss over chunks of the training
+    batch size, each normalised by its own BatchNorm statistics (the authors' train-mode
+    measurement), against the explicit float64 Hessian of that function."""
+    import torch
+    from torch import nn
+
+    import hesskit as hk
+    from sharpness_generalization import hessian_objective
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(2 * 4 * 4, 3)).double()
+    X, y = torch.randn(8, 1, 4, 4, dtype=torch.float64), torch.randint(0, 3, (8,))
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for _, p in model.named_parameters()]
+    theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def chunked_train_loss(flat, chunk):
+        params, i = {}, 0
+        for name, shape in zip(names, shapes):
+            params[name] = flat[i:i + shape.numel()].reshape(shape)
+            i += shape.numel()
+        model.train()
+        total = 0.0
+        for start in range(0, len(X), chunk):
+            out = torch.func.functional_call(model, params, (X[start:start + chunk],))
+            part = y[start:start + chunk]
+            total = total + nn.functional.cross_entropy(out, part) * len(part) / len(X)
+        return total
+
+    for chunk in (4, 8):
+        H = torch.autograd.functional.hessian(lambda t: chunked_train_loss(t, chunk), theta)
+        exact = torch.linalg.eigvalsh(H)[-1].item()
+        obj = hessian_objective(model, X, y, chunk, train_mode=True)
+        measured = hk.hooks.measure_metrics(obj, ("lambda_max",), tol=1e-10)["lambda_max"]
+        assert measured == pytest.approx(exact, rel=1e-6)
+        if chunk == 4:
+            per_batch = exact
+    assert abs(per_batch - exact) > 1e-3 * exact  # the chunks are part of the function
+    eval_obj = hessian_objective(model, X, y, 4, train_mode=False)
+    assert eval_obj.mode == "eval"
 
 
 # ----------------------------------------------------------------- the figures' functions
