@@ -157,13 +157,19 @@ def test_align_inputs_finds_the_parallel_input():
     torch.testing.assert_close(start, X[:5])                         # the starts untouched
 
 
-def test_align_inputs_climbs_on_an_mlp_and_leaves_the_model_alone():
-    model = mlp(nn.Tanh, (2, 8, 3)).double()
-    g = torch.Generator().manual_seed(3)
-    X = torch.randn(10, 2, generator=g, dtype=torch.float64)
-    obj = Objective(model, nn.CrossEntropyLoss(), (X, torch.zeros(10, dtype=torch.long)))
+def _random_direction_problem(activation, widths, n, seed):
+    """A float64 MLP objective on n standard-normal inputs (all labelled 0) and a random
+    unit direction v in parameter space."""
+    model = mlp(activation, widths).double()
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, 2, generator=g, dtype=torch.float64)
+    obj = Objective(model, nn.CrossEntropyLoss(), (X, torch.zeros(n, dtype=torch.long)))
     v = torch.randn(obj.n_params, generator=g, dtype=torch.float64)
-    v = v / v.norm()
+    return model, obj, X, v / v.norm()
+
+
+def test_align_inputs_climbs_on_an_mlp_and_leaves_the_model_alone():
+    model, obj, X, v = _random_direction_problem(nn.Tanh, (2, 8, 3), 10, seed=3)
     before = [p.detach().clone() for p in model.parameters()]
     a0 = alignment(obj, v, X)[:, 0].abs()
     x, a = align_inputs(obj, v, X, steps=100, lr=0.05, label=torch.tensor(1))
@@ -185,12 +191,7 @@ def _squared_cosine_and_input_gradient(model, x, v):
 
 def test_align_inputs_sgd_steps_are_the_authors_descent_on_the_squared_gap():
     # x <- x - lr_t (2 (c(x) - 1) dc/dx + wd x), lr_t = lr until the milestone, lr/10 after
-    model = mlp(nn.Tanh, (2, 5, 3)).double()
-    g = torch.Generator().manual_seed(5)
-    X = torch.randn(4, 2, generator=g, dtype=torch.float64)
-    obj = Objective(model, nn.CrossEntropyLoss(), (X, torch.zeros(4, dtype=torch.long)))
-    v = torch.randn(obj.n_params, generator=g, dtype=torch.float64)
-    v = v / v.norm()
+    model, obj, X, v = _random_direction_problem(nn.Tanh, (2, 5, 3), 4, seed=5)
     lr, wd = 0.3, 0.05
     expected = []
     for x in X[:2]:
@@ -221,12 +222,7 @@ def test_align_inputs_sgd_reaches_the_parallel_input():
 
 
 def test_margin_estimate_uses_the_extreme_training_points():
-    model = mlp(nn.ReLU, (2, 6, 2)).double()
-    g = torch.Generator().manual_seed(4)
-    X = torch.randn(15, 2, generator=g, dtype=torch.float64)
-    obj = Objective(model, nn.CrossEntropyLoss(), (X, torch.zeros(15, dtype=torch.long)))
-    v = torch.randn(obj.n_params, generator=g, dtype=torch.float64)
-    v = v / v.norm()
+    model, obj, X, v = _random_direction_problem(nn.ReLU, (2, 6, 2), 15, seed=4)
     with torch.no_grad():
         predicted = model(X).argmax(1)
     a = _loop_alignment(model, nn.CrossEntropyLoss(), X, predicted, v[:, None])[:, 0]
