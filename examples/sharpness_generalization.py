@@ -71,11 +71,10 @@ import time
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 import hesskit as hk
-from studies import (Claim, ResultStore, accuracy, experiment_parser, num_threads, print_claims,
-                     run_size)
+from studies import (Claim, ResultStore, accuracy, default_workers, experiment_parser, print_claims,
+                     run_cached, run_size)
 
 FULL_BATCH = 0  # batch size 0 stands for the whole training set
 SETTINGS = {
@@ -439,6 +438,9 @@ def main():
     parser.add_argument("--between-iterates", action="store_true",
                         help="also the max of lambda_max over 8 points between the last two "
                              "iterates")
+    parser.add_argument("--workers", type=int, default=default_workers(),
+                        help="processes computing the runs, one thread each (default "
+                             "min(2, cpu count); 1: one after the other in this process)")
     parser.set_defaults(dataset="mnist_sample")
     args = parser.parse_args()
     s = SETTINGS[run_size(args)]
@@ -455,17 +457,10 @@ def main():
           f"+ {len(sweep)} dropout + {len(scaled)} scaled + {len(vgg)} VGG runs; lambda_max on "
           f"{s['n_eval']} strided training samples (VGGs: {s['vgg']['n_eval']}, train mode), "
           f"MLP dropout {'on' if args.train_mode else 'off'}")
-    done = {}
-    for cfg in tqdm(grid + sweep + scaled + vgg, desc="runs", unit="run"):
-        name = run_name(cfg, args)
-        if cfg["model"] == "mlp":  # a tiny model: one thread is faster than several
-            def run():
-                with num_threads(1):
-                    return train_run(cfg, data[0], s, args)
-        else:
-            def run():
-                return train_run(cfg, data[1], {**s, **s["vgg"]}, args)
-        done[name] = store.cached(name, run)
+    # the VGGs first: the longest runs, so that no worker is left alone with one at the end
+    jobs = [(run_name(c, args), train_run, (c, data[1], {**s, **s["vgg"]}, args)) for c in vgg]
+    jobs += [(run_name(c, args), train_run, (c, data[0], s, args)) for c in grid + sweep + scaled]
+    done = run_cached(store, jobs, workers=args.workers)
     runs = [[done[run_name(c, args)] for c in part] for part in (grid, sweep, scaled, vgg)]
     table = claims(*runs, s, args.seed)
     grid_runs, sweep_runs, scaled_runs, vgg_runs = runs

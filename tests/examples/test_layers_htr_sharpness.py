@@ -140,6 +140,67 @@ def test_sharpness_between_iterates_and_train_mode(tmp_path):
             assert run["lambda_max_between"] >= run["lambda_max"] * (1 - 1e-3)
 
 
+def _sharpness_tiny_jobs():
+    """Two tiny runs of the study (an MLP with dropout, a VGG11-BN at width 1/32) as
+    ``run_cached`` jobs, with lambda_max also between the last two iterates."""
+    import argparse
+
+    from sharpness_generalization import SETTINGS, VGGS, load_data, run_name, train_run
+
+    args = argparse.Namespace(dataset="mnist_sample", data_root=None, train_mode=True,
+                              between_iterates=True)
+    s = {**SETTINGS["smoke"], "max_epochs": 1, "n_eval": 100}
+    flat, images = load_data(args), load_data(args, images=True)
+    flat, images = (((X[:200], y[:200]), test) for (X, y), test in (flat, images))
+    mlp = dict(model="mlp", dropout=0.5, optimizer="SAM", lr=0.05, batch_size=50, seed=3)
+    vgg = dict(model=VGGS[1], dropout=0.0, optimizer="SGD", lr=0.05, batch_size=50, seed=1)
+    return [(run_name(vgg, args), train_run, (vgg, images, {**s, **s["vgg"]}, args)),
+            (run_name(mlp, args), train_run, (mlp, flat, s, args))], args, s, flat
+
+
+@pytest.mark.slow
+def test_sharpness_pooled_runs_equal_in_process_runs(tmp_path):
+    """Runs computed by two worker processes give the same bits (histories, lambda_max,
+    between iterates) as the same runs computed one after the other in this process,
+    and both are stored; a stored run is read back, not recomputed."""
+    from studies import ResultStore, run_cached
+
+    jobs, _, _, _ = _sharpness_tiny_jobs()
+    here = run_cached(ResultStore(tmp_path / "here"), jobs, workers=1)
+    pooled = run_cached(ResultStore(tmp_path / "pool"), jobs, workers=2)
+    assert list(pooled) == [name for name, _, _ in jobs]
+    assert pooled == here
+    for record in pooled.values():
+        assert finite(record["lambda_max"]) and finite(record["lambda_max_between"])
+    for name in pooled:
+        assert json.loads((tmp_path / "pool" / f"{name}.json").read_text()) == here[name]
+    # stored runs are read back: a job that would fail is never called
+    broken = [(name, os._exit, (3,)) for name, _, _ in jobs]
+    assert run_cached(ResultStore(tmp_path / "pool"), broken, workers=2) == here
+
+
+@pytest.mark.slow
+def test_sharpness_failing_run_raises_with_its_name(tmp_path):
+    """A run that raises in a worker, or whose worker dies, raises a RuntimeError naming
+    it (no hang); the runs that finished are stored."""
+    from sharpness_generalization import train_run
+    from studies import ResultStore, run_cached
+
+    jobs, args, s, flat = _sharpness_tiny_jobs()
+    good = jobs[1]  # the MLP
+    bad = dict(good[2][0], model="resnet")
+    store = ResultStore(tmp_path)
+    with pytest.raises(RuntimeError, match="run 'run_bad' failed.*cfg\\['model'\\]"):
+        run_cached(store, [("run_bad", train_run, (bad, flat, s, args)), good], workers=2)
+    assert store.has(good[0])
+    with pytest.raises(RuntimeError, match="run 'run_dies' failed"):
+        run_cached(store, [("run_dies", os._exit, (3,)), ("run_too", os._exit, (4,))], workers=2)
+    with pytest.raises(RuntimeError, match="run 'run_bad' failed"):
+        run_cached(store, [("run_bad", train_run, (bad, flat, s, args))], workers=1)
+    with pytest.raises(ValueError, match="workers: expected an int >= 1, got 0"):
+        run_cached(store, [], workers=0)
+
+
 def test_sharpness_batchnorm_lambda_max_is_that_of_the_chunked_train_mode_loss():
     """The VGGs' lambda_max: the Hessian of the mean loss over chunks of the training
     batch size, each normalised by its own BatchNorm statistics (the authors' train-mode
