@@ -31,8 +31,13 @@ inputs /255, centred and standardized per feature; full batch = 1 000. The autho
 ran the MLP on FashionMNIST-1k and VGG11 on CIFAR-10 (3x32x32); here the VGGs take
 the same MNIST 1k images zero-padded to 1x32x32.
 
-What the default run shortens, for a CPU budget (``--full`` widens it; the default
-still took 26 CPU-minutes on 2026-12-03, two thirds of them the four VGG runs):
+Every run is computed on one thread, in ``--workers`` processes (default
+min(2, cores); ``studies.run_cached``), the VGGs first: a run's numbers do not depend on
+the worker count or the machine's cores (the VGGs' 600-step trajectories do depend on
+the thread count, through the order of floating-point sums). The default took 2.1
+minutes wall, 4 CPU-minutes, on 2 idle cores on 2026-12-03 (``--workers 2``).
+
+What the default run shortens, for a CPU budget (``--full`` widens it):
 the paper's learning-rate grid could not be read (the paper's text is not in the
 reference material here and the authors' code takes lr and batch size on the
 command line, with no run scripts), so the MLP grid is lr 0.05, 0.2, 0.5 at batch
@@ -59,6 +64,7 @@ that GD does not fit within a few dozen steps (>= 50).
 
     python examples/sharpness_generalization.py            # embedded MNIST 1k
     python examples/sharpness_generalization.py --smoke
+    python examples/sharpness_generalization.py --workers 1   # one run after the other
     python examples/sharpness_generalization.py --dataset mnist --data-root ~/data --full
     python examples/sharpness_generalization.py --train-mode --between-iterates
 
