@@ -159,8 +159,9 @@ def align_inputs(obj: Objective, vector: Tensor, start: Tensor, *, steps: int = 
 
     The gradient :math:`\\nabla_x c` is a mixed second derivative of the loss
     (parameters, then input), taken with ``torch.func`` (``grad`` of a function of
-    ``grad``) and vectorized over the starts. With ``label="predicted"`` the label is
-    re-read from the model at every step, so an input may cross the decision boundary.
+    ``grad``) and vectorized over the starts (a single start takes plain double
+    backward instead). With ``label="predicted"`` the label is re-read from the model
+    at every step, so an input may cross the decision boundary.
 
     Args:
         obj: the objective (model, loss function, parameter selection; its data is
@@ -245,17 +246,20 @@ def align_inputs(obj: Objective, vector: Tensor, start: Tensor, *, steps: int = 
     def squared_cosine(x, y):
         return cosine_squared(grad(one_loss)(params, x, y))
 
-    tracked = tuple(p.requires_grad_(True) for p in (q.clone() for q in params))
-
-    def one_start(x, y):
+    if start.shape[0] > 1:
+        ascent_direction = vmap(grad_and_value(squared_cosine))
+    else:
         # one start: plain double backward, as vmap's per-call overhead made each
         # step 15x slower (measured on a 2-64-64-3 MLP)
-        x = x.requires_grad_(True)
-        g = torch.autograd.grad(one_loss(tracked, x[0], y[0]), tracked, create_graph=True)
-        c = cosine_squared(g)
-        return torch.autograd.grad(c, x)[0], c.detach().reshape(1)
+        tracked = tuple(p.clone().requires_grad_(True) for p in params)
 
-    ascent_direction = vmap(grad_and_value(squared_cosine)) if start.shape[0] > 1 else one_start
+        def ascent_direction(x, y):
+            x = x.requires_grad_(True)
+            g = torch.autograd.grad(one_loss(tracked, x[0], y[0]), tracked,
+                                    create_graph=True)
+            c = cosine_squared(g)
+            return torch.autograd.grad(c, x)[0], c.detach().reshape(1)
+
     x = start.detach().to(device=obj.device, dtype=obj.dtype).clone().requires_grad_(True)
     if method == "adam":
         optimizer = torch.optim.Adam([x], lr=float(lr), maximize=True)

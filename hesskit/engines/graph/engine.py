@@ -399,7 +399,6 @@ class GraphEngine(Engine):
                 grads[pname] = add(grads.get(pname), gp)
         return grads, None
 
-
     # --------------------------------------------------------- explicit forms
     def layer_blocks(self, kind: str = "hessian") -> dict[str, Tensor]:
         """The exact diagonal block of every module with selected parameters:
@@ -428,6 +427,7 @@ class GraphEngine(Engine):
         on the rows of that layer and the later ones; the rest by symmetry."""
         check_kind(kind)
         return explicit.dense(self, kind)
+
 
 @dataclass(frozen=True)
 class Flow:
