@@ -36,6 +36,16 @@ def best_times(fns: dict[str, Callable[[], object]], repeats: int, device: str) 
     return best
 
 
+#: Where the benchmarks write their JSON results (committed under ``benchmarks/results/``).
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def gpu_result_path(stem: str, gpu: str) -> str:
+    """``results/<stem>_<gpu>.json``, spaces in the GPU's name as underscores: one
+    file per GPU model, so that runs on different GPUs do not overwrite each other."""
+    return os.path.join(RESULTS, f"{stem}_{gpu.replace(' ', '_')}.json")
+
+
 def write_json(path, payload, indent: int = 2) -> None:
     """Write ``payload`` as JSON to ``path`` atomically (temporary file, then rename), so
     that an interrupted run never leaves a half-written result."""

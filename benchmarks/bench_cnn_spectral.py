@@ -55,8 +55,8 @@ from torch import nn
 
 import _peers
 import hesskit as hk
-from _common import machine_info, write_json
-from bench_graph import RESULTS, problem
+from _common import RESULTS, machine_info, write_json
+from bench_graph import problem
 
 EIGEN = "top-5 eigenvalues"
 TRACE = "trace, 100 probes"

@@ -23,15 +23,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 
 import torch
 from torch import nn
 
 import hesskit as hk
-from _common import machine_info, write_json
-from bench_products import RESULTS, print_table
+from _common import gpu_result_path, machine_info, write_json
+from bench_products import print_table
 
 N_SAMPLES, N_PROBES = 256, 100
 
@@ -100,8 +99,7 @@ def main(argv: list[str] | None = None) -> None:
                                    for k, v in r.items()} for r in rows],
                 ["estimate", "engine", "choice_s", "fresh_s", "warm_s", "overhead", "same_bits"])
     if args.device == "cuda":
-        gpu = info["gpu"].replace(" ", "_")
-        write_json(os.path.join(RESULTS, f"engine_choice_{gpu}.json"),
+        write_json(gpu_result_path("engine_choice", info["gpu"]),
                    {"machine": info, "rows": rows})
 
 

@@ -95,11 +95,10 @@ import hesskit as hk
 from hesskit.engines import AutogradEngine, FuncEngine
 from hesskit.engines.graph import GraphEngine
 
-from _common import best_times, machine_info, write_json
+from _common import RESULTS, best_times, machine_info, write_json
 from bench_native import gemm_peak
 
 ENGINES = {"graph": GraphEngine, "func": FuncEngine, "autograd": AutogradEngine}
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
 def problem(name: str, resnet_width: float) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:

@@ -30,10 +30,9 @@ from torch import nn
 import hesskit as hk
 from hesskit.blocks import parameterized_modules
 
-from _common import best_times, machine_info, write_json
+from _common import RESULTS, best_times, machine_info, write_json
 from bench_native import gemm_peak
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
 def problem(n: int) -> hk.Objective:

@@ -34,9 +34,8 @@ import hesskit as hk
 from hesskit import ops
 from hesskit.engines.native import NativeEngine
 
-from _common import best_times, machine_info, write_json
+from _common import RESULTS, best_times, machine_info, write_json
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
 def gemm_peak(dtype, device: str, repeats: int) -> float:

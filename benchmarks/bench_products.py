@@ -33,15 +33,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from typing import Callable
 
 import torch
 
-from _common import best_times, machine_info, write_json
+from _common import best_times, gpu_result_path, machine_info, write_json
 from hesskit import _reference, ops
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
 # --- shared helpers -----------------------------------------------------------------
@@ -226,8 +224,7 @@ def main(argv: list[str] | None = None) -> None:
         print_table(name, _formatted(rows), columns)
         results[name] = rows
     if args.device == "cuda":
-        gpu = info["gpu"].replace(" ", "_")
-        write_json(os.path.join(RESULTS, f"products_{gpu}.json"),
+        write_json(gpu_result_path("products", info["gpu"]),
                    {"machine": info, "results": results})
 
 

@@ -63,10 +63,9 @@ from torch import nn
 
 import hesskit as hk
 import _peers
-from _common import write_json
+from _common import gpu_result_path, write_json
 from hesskit.data import load_digits
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 EIGEN = "top-5 eigenvalues, tol 1e-6"
 TRACE = "Hutchinson trace, 100 probes"
@@ -321,7 +320,7 @@ def main() -> None:
           "relative error; SLQ, the 1-Wasserstein distance of the quadrature to the eigenvalue\n"
           "distribution / ||H||_2. Trace and SLQ errors are those of one seeded draw of probes.")
     if args.device.startswith("cuda"):
-        path = os.path.join(HERE, "results", f"bench_spectral_{device_name.replace(' ', '_')}.json")
+        path = gpu_result_path("bench_spectral", device_name)
         write_json(path, dict(device=device_name, torch=torch.__version__, peers=versions, rows=rows))
         print(f"written: {path}")
 

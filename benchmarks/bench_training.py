@@ -19,7 +19,6 @@ Results taken on a GPU are also written to ``benchmarks/results/bench_training_<
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 
@@ -30,9 +29,8 @@ import hesskit as hk  # noqa: F401  (the package under test)
 from hesskit.models.cnn import lenet
 from hesskit.optim import SAM, SGDHTR
 
-from _common import machine_info, write_json
+from _common import gpu_result_path, machine_info, write_json
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def mlp() -> nn.Module:
@@ -129,7 +127,7 @@ def main() -> None:
             print(f"  {name:<18}{1e3 * seconds:>10.2f}{seconds / medians['SGD']:>9.2f}")
 
     if device.type == "cuda":
-        path = os.path.join(HERE, "results", f"bench_training_{info['gpu'].replace(' ', '_')}.json")
+        path = gpu_result_path("bench_training", info["gpu"])
         write_json(path, {"machine": info, "median_seconds": results})
         print(f"\nwritten {path}")
 
