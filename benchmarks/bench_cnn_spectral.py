@@ -7,8 +7,9 @@ inputs) and the CIFAR ResNet-18 of ``bench_graph`` (width x1/8, BatchNorm in eva
 Methods, each on its own copy of the model (``benchmarks/_peers.py``; a missing peer
 is printed as missing):
 
-* hesskit, auto engine (the graph engine): ``hk.eigenvalues(H, k=5, tol=...)`` (block
-  Lanczos) and ``hk.trace(H, n_probes=100)`` (one batched pass);
+* hesskit, auto engine (the native engine, graph path): ``hk.eigenvalues(H, k=5, tol=...)``
+  (Lanczos with its default block: one column on these CPU problems, see
+  ``Engine.batches_columns``) and ``hk.trace(H, n_probes=100)`` (one batched pass);
 * curvlinops 3.0.1: ``scipy.sparse.linalg.eigsh`` (ARPACK, ``tol=...``) on
   ``HessianLinearOperator.to_scipy()``, and ``hutchinson_trace(C, 100)``;
 * PyHessian 0.1: ``eigenvalues(top_n=5, tol=..., maxIter=...)`` (deflated power
@@ -26,13 +27,15 @@ most ``--target`` (default 1e-4): its time is the time at that accuracy. A metho
 that no rung brings to the target is shown with its best error and marked "not
 reached". The traces all use 100 probes, so they have the same statistical accuracy;
 their errors are against a ``--ref-probes`` Hutchinson trace of the float64 problem
-(its standard error printed: a trace error below it is noise). Times are one run each
+(its standard error printed: a trace error below it is noise). With
+``--max-rung-seconds`` S a ladder stops after a rung that took more than S seconds
+without reaching the target (the next rung costs more), and shows its best. Times are one run each
 (``--repeats`` for the median of more, round-robin over the methods at their chosen
 rung). A method's warnings (e.g. hesskit's "not converged") are printed with its row.
 
     PYTHONPATH=$PWD:/work/peers python benchmarks/bench_cnn_spectral.py
         [--models lenet,resnet] [--quick] [--n-samples N] [--threads 1] [--repeats 1]
-        [--target 1e-4] [--ref-probes 200] [--json PATH]
+        [--target 1e-4] [--ref-probes 200] [--max-rung-seconds 0] [--json PATH]
 
 ``--n-samples`` overrides N (for a quicker run); ``--quick`` is N = 64 with 100
 reference probes. The table is written to ``--json``
@@ -173,6 +176,8 @@ def run_model(name: str, args) -> dict:
                                                rel_error=tried[-1]["rel_error"], warnings=notes)
             if key[0] == TRACE or tried[-1]["rel_error"] <= args.target:
                 break
+            if args.max_rung_seconds and seconds > args.max_rung_seconds:
+                break  # the next rung, more accurate, would cost more still
         best = min(tried, key=lambda t: t["rel_error"])
         if key[0] == EIGEN and best["rel_error"] > args.target:  # not reached: report its best
             rows[key].update(setting=best["setting"], times=[best["time_s"]],
@@ -218,6 +223,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--target", type=float, default=1e-4)
     parser.add_argument("--ref-probes", type=int, default=None)
+    parser.add_argument("--max-rung-seconds", type=float, default=0,
+                        help="stop a ladder after a rung that took longer (0: climb to the top)")
     parser.add_argument("--json", default=os.path.join(RESULTS, "cnn_spectral_cpu.json"))
     args = parser.parse_args(argv)
     if args.n_samples is None and args.quick:

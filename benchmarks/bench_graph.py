@@ -1,4 +1,4 @@
-"""The graph engine (CNNs, ResNets) against ``func`` and ``autograd``, in one run.
+"""The native engine (its graph path: CNNs, ResNets) against ``func`` and ``autograd``, in one run.
 
 Per-vector cost of a Hessian product ``engine.hessian(chunk, V)`` with ``V`` of k
 columns, in units of one full-batch gradient of the same loss on the same data
@@ -10,7 +10,7 @@ columns, in units of one full-batch gradient of the same loss on the same data
 
 for each engine, with 1 and 2 threads (``--threads``; on ``--device cuda`` the
 threads setting does not matter and one row per model is timed). Products are timed at steady
-state: every engine has run one product on the data first (the graph engine keeps
+state: every engine has run one product on the data first (the native engine keeps
 the forward pass between products, as eigensolvers and trace estimators use it). A
 cell whose estimated time (from the engine's previous k) exceeds
 ``--max-cell-seconds`` is skipped and shown as ``-``. Also printed: the machine, the
@@ -28,7 +28,7 @@ loss and dtype (float32), full batch:
 * ``eigenthings``: hessian-eigenthings 1.0.0a5's HVP operator (``HessianOperator``,
   double backward), ``matvec`` once per column.
 
-Target of issue 14: the graph engine at <= 1.0 gradient per vector for k >= 16.
+Target of issue 14: the native engine at <= 1.0 gradient per vector for k >= 16.
 
 **Flops.** Each model's convolution and linear flops are counted analytically
 (:func:`flop_counts`; a layer's forward costs ``2 · outputs · fan-in``, with ``f`` the
@@ -53,7 +53,7 @@ per vector therefore needs products that run 1.56x (LeNet) and 1.98x (ResNet) mo
 GFLOP/s than the gradient does, which only batching the k columns into larger
 convolutions can give, not a lower overhead.
 
-**Where the graph engine's time goes** (``--profile-k 16``, 2026-12-03, 1 thread, on
+**Where the native engine's time goes** (``--profile-k 16``, 2026-12-03, 1 thread, on
 a shared machine at load 10-15, so shares, not times): LeNet-5 convolution/GEMM
 kernels 79 %, copies and fills 10 % (the tangent layout changes ``_fold``/``_unfold``
 of conv1's 6x28x28 maps), pointwise 5 % (ReLU masks), other 5 % (max-pool
@@ -71,7 +71,7 @@ kernels' efficiency at k N samples.
                                      [--resnet-width 0.125] [--max-cell-seconds 30]
                                      [--profile-k 16] [--json PATH]
 
-``--profile-k`` (0: off) profiles one graph-engine product of that many columns with
+``--profile-k`` (0: off) profiles one native-engine product of that many columns with
 :mod:`torch.profiler` on the CPU and records where its time goes
 (:func:`profile_breakdown`: convolution/GEMM kernels, pointwise ops, copies and fills,
 other ops, Python overhead) under ``graph_profile``.
@@ -93,12 +93,12 @@ from torch import nn
 import _peers
 import hesskit as hk
 from hesskit.engines import AutogradEngine, FuncEngine
-from hesskit.engines.graph import GraphEngine
+from hesskit.engines.native import GraphPath
 
 from _common import RESULTS, best_times, machine_info, write_json
 from bench_native import gemm_peak
 
-ENGINES = {"graph": GraphEngine, "func": FuncEngine, "autograd": AutogradEngine}
+ENGINES = {"native": GraphPath, "func": FuncEngine, "autograd": AutogradEngine}
 
 
 def problem(name: str, resnet_width: float) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
@@ -275,7 +275,7 @@ def case(name: str, args) -> dict:
     profiled = {}
     if args.profile_k and args.device == "cpu":
         V = torch.randn(obj.n_params, args.profile_k, generator=torch.Generator().manual_seed(2))
-        profiled = {"k": args.profile_k, **profile_breakdown(engines["graph"], V)}
+        profiled = {"k": args.profile_k, **profile_breakdown(engines["native"], V)}
     flops = flop_counts(model, X)
     gflops = {label: {k: None if c is None else flops["product_per_vector"] / (c * t_grad) / 1e9
                       for k, c in row.items()} for label, row in cells.items()}
@@ -310,7 +310,7 @@ def print_table(rows: list[dict], ks: list[int]) -> None:
               f"{f['min_gradients_per_vector']:.2f} gradients at the gradient's rate")
         prof = r["graph_profile"]
         if prof:
-            print(f"  graph engine at k={prof['k']} ({prof['wall_s']:.2f} s): " + ", ".join(
+            print(f"  native engine (graph path) at k={prof['k']} ({prof['wall_s']:.2f} s): " + ", ".join(
                 f"{key} {share:.0%}" for key, share in prof["shares"].items()))
 
 
@@ -342,7 +342,7 @@ def main(argv=None) -> dict:
             rows.append({"threads": threads, **case(name, args)})
     info = machines[min(machines)]
     where = info.get("gpu", info["cpu"]) if args.device == "cuda" else info["cpu"]
-    print(f"hesskit graph engine, {args.device}: {where}, torch {torch.__version__}, "
+    print(f"hesskit native engine (graph path), {args.device}: {where}, torch {torch.__version__}, "
           f"load average {info.get('load_average_1m')}")
     print("float32 GEMM: " + ", ".join(f"{t} thread(s) {p:.1f} GFLOP/s" for t, p in peaks.items()))
     print("peers: " + (", ".join(f"{p} {v}" for p, v in peers.items()) or "none")

@@ -1,11 +1,11 @@
-"""Exact layer blocks of LeNet-5 on the graph engine against ``func`` on basis columns.
+"""Exact layer blocks of LeNet-5 on the native engine against ``func`` on basis columns.
 
 Issue 14's target: all layer blocks of LeNet-5 (3x32x32, N=256, float32, CPU, 1
 thread) at least 8x faster than ``func`` products with basis columns (what
 ``hk.layer_blocks(obj, engine="func")`` does: the dense matrix of each layer's
-restricted objective, 64 columns per product). The graph engine computes each block
+restricted objective, 64 columns per product). The native engine computes each block
 from per-sample Jacobians (the convolutions), Kronecker factors (the Linear layers)
-or basis tangents started at the layer (see ``hesskit/engines/graph/explicit.py``).
+or basis tangents started at the layer (see ``hesskit/engines/native/explicit.py``).
 
 The first Linear layer (400 -> 120, 48 120 parameters) has a 48 120 x 48 120 block:
 9.3 GB in float32, above ``layer_blocks``' default ``max_bytes`` (4 GiB), which
@@ -66,7 +66,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=256)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=3, help="graph: best of this many")
+    parser.add_argument("--repeats", type=int, default=3, help="native: best of this many")
     parser.add_argument("--func-columns", type=int, default=0,
                         help="time func on this many basis columns per block (0: all)")
     parser.add_argument("--json", default=None)
@@ -83,14 +83,14 @@ def main(argv=None) -> dict:
     rows = []
     for module, names in parameterized_modules(obj).items():
         part = obj.restricted(names)
-        graph = best_times({"graph": lambda: hk.layer_blocks(part, engine="graph")},
-                           args.repeats, "cpu")["graph"]
+        graph = best_times({"native": lambda: hk.layer_blocks(part, engine="native")},
+                           args.repeats, "cpu")["native"]
         func = func_seconds(part, args.func_columns)
         rows.append({"module": module, "type": type(obj.model.get_submodule(module)).__name__,
                      "params": part.n_params, "graph_s": graph, "func_s": func,
                      "ratio": func / graph})
-    total = best_times({"graph": lambda: hk.layer_blocks(obj, engine="graph")},
-                       args.repeats, "cpu")["graph"]
+    total = best_times({"native": lambda: hk.layer_blocks(obj, engine="native")},
+                       args.repeats, "cpu")["native"]
     func_total = sum(r["func_s"] for r in rows)
     info = machine_info("cpu")
     print(f"LeNet-5 layer blocks, N={args.n}, float32, {args.threads} thread(s): {info['cpu']}, "

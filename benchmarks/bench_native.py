@@ -1,4 +1,4 @@
-"""Native sequential engine against the func engine and torch.func, in one run.
+"""The native engine's fused chain path against the func engine and torch.func, in one run.
 
 Cases (the targets of issue 3):
 
@@ -241,7 +241,7 @@ def main(argv=None):
             "float32")
     result = {"machine": machine_info(device), "gemm_peak_gflops": peaks, "rows": rows}
 
-    print(f"hesskit native sequential engine, {device}: {result['machine']['cpu']}, "
+    print(f"hesskit native engine (fused chain path), {device}: {result['machine']['cpu']}, "
           f"{result['machine']['threads']} threads, torch {torch.__version__}")
     print("GEMM peak: " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in peaks.items()))
     header = f"{'case':48s} {'baseline':20s} {'base s':>9s} {'native s':>9s} {'ratio':>7s} " \

@@ -22,14 +22,14 @@ echo "build: $(( $(date +%s) - start )) s"
 $PY -c "from hesskit import ops; print(ops.build_info())" || exit 1
 
 # CUDA parity first (fast, and the point of the session), then everything else. tests/engines
-# holds the graph engine's CNN/ResNet/LeNet float64 parity tests, parametrized over cuda.
+# holds the native graph path's CNN/ResNet/LeNet float64 parity tests, parametrized over cuda.
 $PY -m pytest -q -p no:cacheprovider -rs tests/native tests/engines 2>&1 | tee "$OUT/tests_native.log" | tail -25
 $PY -m pytest -q -p no:cacheprovider -x -n 8 --ignore=tests/native --ignore=tests/engines 2>&1 \
     | tee "$OUT/tests_all.log" | tail -15
 
 $PY benchmarks/bench_native.py --device cuda && cp benchmarks/results/native_cuda.json "$OUT/"
 $PY benchmarks/bench_products.py --device cuda && cp benchmarks/results/products_*.json "$OUT/"
-# The graph engine against func and autograd on LeNet-5 and a ResNet18 (issue 14 item 7);
+# The native engine (graph path) against func and autograd on LeNet-5 and a ResNet18 (issue 14 item 7);
 # a cell estimated over 5 s is skipped: at most ~3 min, about 1 min expected.
 $PY benchmarks/bench_graph.py --device cuda --repeats 2 --max-cell-seconds 5 \
     --json "$OUT/graph_cuda.json"

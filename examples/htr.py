@@ -41,7 +41,7 @@ until their schedules part (same lr, weight decay and penalty so far), so a meth
 continues from the state of one trained before it (on MNIST: SGD + L2 from SGD after
 epoch 20, SGD + HTR after epoch 14; 96 epochs per seed instead of 130), with the
 numbers of a run from scratch (``tests/examples/test_htr.py``). The trace after each
-epoch goes through ``engine="auto"`` (the graph engine for LeNet).
+epoch goes through ``engine="auto"`` (the native engine's graph path for LeNet).
 
     python examples/htr.py            # embedded MNIST, 5 seeds
     python examples/htr.py --smoke    # seconds

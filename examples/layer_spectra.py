@@ -20,7 +20,7 @@ fixed subset of 10 training samples per class, we measure
 
 The top eigenvalue and the trace are this script's additions (the authors' loop
 computes the densities only). Every product goes through ``engine="auto"``, which
-takes the graph engine for LeNet (exact, and the fastest here).
+takes the native engine's graph path for LeNet (exact, and the fastest here).
 
 Claims, as the paper judges them: the middle layers' spectra are the closest to the
 full Hessian's (the distance summed over the epochs, per layer); the top eigenvalue

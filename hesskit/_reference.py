@@ -76,7 +76,7 @@ def kron_block_vjp(
     return grad_A, grad_M
 
 
-# --- sequential engine (sequential_hbp, sequential_matmat, sequential_dense) -----
+# --- fused chain path (sequential_hbp, sequential_matmat, sequential_dense) -----
 #
 # The chain a_0 = X, z_l = a_{l-1} W_l^T + b_l, a_l = s_l(z_l), f = a_L and the
 # normalized loss  l = sum_n c_n Phi(f_n) - <T_n, f_n>  (Phi = logsumexp for

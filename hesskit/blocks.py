@@ -3,10 +3,10 @@
 The block of a parameter group is the Hessian of the objective restricted to that
 group, so ``layer_blocks`` computes each as the dense curvature matrix of a
 restricted :class:`~hesskit.objective.Objective`, unless the engine computes every
-block at once (``supports("blocks")``): the native sequential engine (chains of
-Linear layers and pointwise activations: one backward Hessian propagation) and the
-graph engine (CNNs and ResNets: per-sample Jacobians, Kronecker factors or basis
-tangents started at each layer, see :class:`~hesskit.engines.graph.GraphEngine`).
+block at once (``supports("blocks")``): the native engine, on its fused chain path
+(chains of Linear layers and pointwise activations: one backward Hessian propagation)
+and on its graph path (CNNs and ResNets: per-sample Jacobians, Kronecker factors or
+basis tangents started at each layer, see :class:`~hesskit.engines.native.GraphPath`).
 
 ``last_layer_hessian`` uses the structure of a Linear layer :math:`z = Wa + b`:
 with :math:`M_n = \\partial^2 \\mathcal{L}/\\partial z_n^2` the per-sample Hessian
@@ -52,8 +52,8 @@ def layer_blocks(obj: Objective, kind: str = "hessian", engine: str = "auto",
         obj: the objective.
         kind: ``"hessian"`` or ``"ggn"``.
         engine: engine of the products; one that can compute every layer's block at
-            once (``supports("blocks")``: the native engine for Linear chains, the
-            graph engine for CNNs and ResNets) does.
+            once (``supports("blocks")``: the native engine, for Linear chains and
+            for CNNs and ResNets) does.
         max_bytes: refuse (``ValueError``, before computing anything) when the blocks
             together would need more bytes; default
             :data:`~hesskit.operators.DEFAULT_MAX_BYTES` (4 GiB), as ``dense()``.

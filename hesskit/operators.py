@@ -137,6 +137,11 @@ class CurvatureOperator:
     def device(self) -> torch.device:
         return self.objective.device
 
+    def batches_columns(self, k: int) -> bool:
+        """Whether a ``matmat`` of ``k`` columns costs markedly less than ``k`` single
+        products (the engine's :meth:`~hesskit.engines.Engine.batches_columns`)."""
+        return self.engine.batches_columns(k)
+
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(P={self.shape[0]}, engine={self.engine.name!r}, "
                 f"dtype={self.dtype}, n_matvecs={self.n_matvecs})")

@@ -248,14 +248,14 @@ if _C is not None:
     )
 
 
-# --- sequential engine (sequential_hbp, sequential_matmat, sequential_dense) -----
+# --- fused chain path (sequential_hbp, sequential_matmat, sequential_dense) -----
 #
 # Chains a_0 = X, z_l = a_{l-1} W_l^T + b_l, a_l = s_l(z_l), f = a_L with the
-# activations s_l given as codes (hesskit.engines.chain.ACTIVATION_CODES), and the
+# activations s_l given as codes (hesskit.engines.native.chain.ACTIVATION_CODES), and the
 # normalized loss  l = sum_n coef_n Phi(f_n) - <target_n, f_n>  with Phi = logsumexp
-# ("cross_entropy") or |f|^2 / 2 ("mse"); hesskit.engines.chain.loss_terms builds
+# ("cross_entropy") or |f|^2 / 2 ("mse"); hesskit.engines.native.chain.loss_terms builds
 # (target, coef) from nn.CrossEntropyLoss / nn.MSELoss. The native engine
-# (hesskit/engines/native.py) is the user-facing interface of these ops.
+# (hesskit/engines/native/fused.py) is the user-facing interface of these ops.
 
 __all__ += ["sequential_hbp", "sequential_matmat", "sequential_dense", "sequential_forward"]
 
@@ -284,7 +284,7 @@ def sequential_hbp(X, weights, biases, act_codes, act_args, act_counts, loss, ta
         weights: ``[W_l]`` of shapes ``(m_l, n_l)`` with ``n_{l+1} = m_l``.
         biases: ``[b_l or None]``.
         act_codes, act_args, act_counts: the activations after each layer: codes
-            (``hesskit.engines.chain.ACTIVATION_CODES``), two arguments per code,
+            (``hesskit.engines.native.chain.ACTIVATION_CODES``), two arguments per code,
             how many follow each layer.
         loss: ``"cross_entropy"`` or ``"mse"``.
         target: ``(N, C)`` :math:`T_n` of the normalized loss.

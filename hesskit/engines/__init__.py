@@ -1,8 +1,8 @@
 """Engines compute curvature products on one chunk; operators sum them over the data.
 
-``native`` (priority 30): the compiled sequential engine, for the chains of Linear
-layers and pointwise activations it supports. ``graph`` (priority 25): CNNs and
-ResNets read with ``torch.fx``, one rule per layer type (:mod:`hesskit.engines.graph`).
+``native`` (priority 30, :mod:`hesskit.engines.native`): hesskit's own passes, fused
+compiled kernels for chains of Linear layers and pointwise activations, and for CNNs
+and ResNets read with ``torch.fx`` one rule per layer type.
 ``func`` (priority 20, 5 on models with
 convolutions, where ``vmap`` is slow: see :meth:`FuncEngine.priority_for`):
 ``torch.func`` vectorized over the k columns. ``autograd`` (priority 10): double
@@ -37,7 +37,7 @@ from hesskit.engines.base import CAPABILITIES, Engine, differentiable_attention
 from hesskit.engines.func import FuncEngine
 from hesskit.objective import Chunk, Objective
 
-__all__ = ["Engine", "AutogradEngine", "FuncEngine", "ENGINES", "CAPABILITIES",
+__all__ = ["Engine", "AutogradEngine", "FuncEngine", "NativeEngine", "ENGINES", "CAPABILITIES",
            "register_engine", "make_engine", "engines_by_priority",
            "differentiable_attention"]
 
@@ -97,9 +97,14 @@ class _ByColumns(Engine):
         self.wide, self.narrow = wide, narrow
         self.name = f"{wide.name}/{narrow.name}"
 
+    def _engine_for(self, k: int) -> Engine:
+        return self.wide if k >= self.wide.min_columns else self.narrow
+
     def product(self, kind, chunk, V):
-        engine = self.wide if V.shape[1] >= self.wide.min_columns else self.narrow
-        return engine.product(kind, chunk, V)
+        return self._engine_for(V.shape[1]).product(kind, chunk, V)
+
+    def batches_columns(self, k: int) -> bool:
+        return self._engine_for(k).batches_columns(k)
 
 
 def _first_usable(candidates: list[type[Engine]], objective: Objective,
@@ -148,7 +153,7 @@ def make_engine(name: str, objective: Objective) -> Engine:
     passed_over: dict[str, str] = {}
     candidates = engines_by_priority(objective)
     engine = _first_usable(candidates, objective, passed_over)
-    rest = candidates[candidates.index(type(engine)) + 1:]
+    rest = candidates[[cls.name for cls in candidates].index(engine.name) + 1:]
     if engine.min_columns == 1 or not rest:
         engine.choice = {**passed_over, engine.name: "chosen"}
         return engine
@@ -161,5 +166,6 @@ def make_engine(name: str, objective: Objective) -> Engine:
 
 register_engine(FuncEngine)
 register_engine(AutogradEngine)
-from hesskit.engines.native import NativeEngine  # noqa: E402,F401  (registers engine "native")
-from hesskit.engines.graph import GraphEngine  # noqa: E402,F401  (registers engine "graph")
+from hesskit.engines.native import NativeEngine  # noqa: E402
+
+register_engine(NativeEngine)

@@ -24,6 +24,10 @@ class AutogradEngine(Engine):
     name = "autograd"
     priority = 10
 
+    def batches_columns(self, k: int) -> bool:
+        """False: the columns are differentiated one after another."""
+        return False
+
     def __init__(self, objective):
         super().__init__(objective)
         self._graph_key = None

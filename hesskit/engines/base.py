@@ -131,6 +131,13 @@ class Engine:
         with self.objective.evaluation(chunk.index), differentiable_attention():
             yield
 
+    def batches_columns(self, k: int) -> bool:
+        """Whether a product of ``k`` columns costs markedly less than ``k`` products of
+        one column, so that block methods, which spend more products to need fewer
+        passes, pay off (:func:`hesskit.eigenvalues` picks its block size by it). True
+        unless an engine knows better."""
+        return True
+
     def hessian(self, chunk: "Chunk", V: Tensor) -> Tensor:
         raise NotImplementedError
 

@@ -233,10 +233,10 @@ def test_shuffled_loader_without_drop_last_gives_the_whole_data_hessian(engine, 
 def test_graph_engine_refuses_train_mode_cnn_and_auto_stays_exact(float64):
     model, X, y, _ = _problem("cnn")
     obj = hk.Objective(model, nn.CrossEntropyLoss(), (X, y), mode="train", batch_size=4)
-    reason = hk.engines.ENGINES["graph"].unsupported_reason(obj)
+    reason = hk.engines.ENGINES["native"].unsupported_reason(obj)
     assert reason is not None and "BatchNorm2d" in reason, reason
     H = hk.HessianOperator(obj)
-    assert H.engine.name != "graph"
+    assert H.engine.name != "native"
     H_twice = [H @ torch.eye(obj.n_params)[:, :4] for _ in range(2)]
     torch.testing.assert_close(H_twice[0], H_twice[1], rtol=0, atol=0)
 
@@ -310,7 +310,7 @@ def test_graph_engine_refuses_hooks_and_parametrizations_and_auto_is_exact(chang
     model, X, y, _ = _problem("cnn")
     needle = change(model)
     obj = hk.Objective(model, nn.CrossEntropyLoss(), (X, y))
-    assert needle in hk.engines.ENGINES["graph"].unsupported_reason(obj)
+    assert needle in hk.engines.ENGINES["native"].unsupported_reason(obj)
     H = hk.HessianOperator(obj)
     reference = _reference(model, nn.CrossEntropyLoss(), X, y, obj.param_names)["hessian"]
     torch.testing.assert_close(H.dense(), reference, rtol=1e-8, atol=1e-11,

@@ -256,3 +256,18 @@ def test_layer_blocks_with_auto_on_a_model_split_by_columns(float64):
         rows = torch.cat([torch.arange(slices[n].start, slices[n].stop)
                           for n in obj.param_names if n.startswith(module + ".")])
         torch.testing.assert_close(block, H[rows][:, rows])
+
+
+def test_engines_say_whether_a_product_batches_its_columns():
+    """``autograd`` differentiates column by column; ``auto``'s func/autograd split
+    answers for the engine that takes a block of that width."""
+    g = torch.Generator().manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), nn.Tanh(), nn.Linear(6, 3))
+    obj = hk.Objective(model, nn.CrossEntropyLoss(),
+                       (torch.randn(10, 4, generator=g), torch.randint(0, 3, (10,), generator=g)))
+    assert not make_engine("autograd", obj).batches_columns(5)
+    assert make_engine("func", obj).batches_columns(5)
+    split = make_engine("auto", obj)
+    assert split.name == "func/autograd"
+    assert split.batches_columns(FuncEngine.min_columns)
+    assert not split.batches_columns(FuncEngine.min_columns - 1)

@@ -13,7 +13,7 @@ from torch import nn
 
 import hesskit as hk
 from hesskit.blocks import parameterized_modules
-from hesskit.engines.graph import GraphEngine
+from hesskit.engines.native import GraphPath
 from engines.test_graph_engine import (SETTINGS, BlockNet, cnns, explicit_ggn, explicit_hessian,
                                randomize_batchnorm, rel_err)
 
@@ -28,7 +28,7 @@ def _rows(obj, names):
 def check_explicit_forms(obj, tol=1e-10, dense=True):
     """Every kind's blocks, diagonal and dense matrix against the explicit matrices
     (errors relative to the Hessian's scale: H - G can vanish)."""
-    engine = GraphEngine(obj)
+    engine = GraphPath(obj)
     H, G = explicit_hessian(obj), explicit_ggn(obj)
     groups = parameterized_modules(obj)
     for kind, R in zip(KINDS, (H, G, H - G)):
@@ -98,8 +98,8 @@ def test_float32_matches_float64():
     obj32 = hk.Objective(model, nn.CrossEntropyLoss(), (X, y), params=params)
     obj64 = hk.Objective(copy.deepcopy(model).double(), nn.CrossEntropyLoss(), (X.double(), y), params=params)
     for kind in ("hessian", "ggn"):
-        b32 = GraphEngine(obj32).layer_blocks(kind)
-        b64 = GraphEngine(obj64).layer_blocks(kind)
+        b32 = GraphPath(obj32).layer_blocks(kind)
+        b64 = GraphPath(obj64).layer_blocks(kind)
         for name in b64:
             assert b32[name].dtype == torch.float32
             assert rel_err(b32[name].double(), b64[name]) < 1e-5, (kind, name)
@@ -110,8 +110,8 @@ def test_layer_blocks_auto_on_lenet_goes_through_the_graph_engine():
                                 seed=0).double()
     X, y = torch.randn(5, 1, 16, 16, dtype=torch.float64), torch.randint(0, 4, (5,))
     obj = hk.Objective(model, nn.CrossEntropyLoss(), (X, y), params=["0", "3.bias", "11"])
-    with mock.patch.object(GraphEngine, "layer_blocks", autospec=True,
-                           side_effect=GraphEngine.layer_blocks) as spy:
+    with mock.patch.object(GraphPath, "layer_blocks", autospec=True,
+                           side_effect=GraphPath.layer_blocks) as spy:
         blocks = hk.layer_blocks(obj, kind="ggn")
     assert spy.call_count == 1
     G = explicit_ggn(obj)
@@ -119,7 +119,7 @@ def test_layer_blocks_auto_on_lenet_goes_through_the_graph_engine():
         rows = _rows(obj, names)
         assert rel_err(blocks[module], G[rows][:, rows]) < 1e-10
     H = hk.HessianOperator(obj)
-    assert H.engine.name == "graph" and H.engine.supports("dense")
+    assert H.engine.name == "native" and H.engine.path == "graph" and H.engine.supports("dense")
     assert rel_err(H.dense(), explicit_hessian(obj)) < 1e-10
     assert rel_err(H.diagonal(), explicit_hessian(obj).diagonal()) < 1e-10
 
@@ -128,7 +128,7 @@ def test_max_bytes_refuses_before_computing():
     model = hk.models.get_model("lenet", n_classes=4, in_channels=1, input_size=16, seed=0)
     X, y = torch.randn(3, 1, 16, 16), torch.randint(0, 4, (3,))
     obj = hk.Objective(model, nn.CrossEntropyLoss(), (X, y))
-    with mock.patch.object(GraphEngine, "layer_blocks", autospec=True) as spy, \
+    with mock.patch.object(GraphPath, "layer_blocks", autospec=True) as spy, \
             pytest.raises(ValueError, match="max_bytes"):
         hk.layer_blocks(obj, max_bytes=2**20)
     assert spy.call_count == 0
@@ -138,7 +138,7 @@ def test_unknown_kind_is_refused():
     model = hk.models.get_model("lenet", n_classes=4, in_channels=1, input_size=16, seed=0)
     obj = hk.Objective(model, nn.CrossEntropyLoss(), (torch.randn(2, 1, 16, 16),
                                                       torch.randint(0, 4, (2,))))
-    engine = GraphEngine(obj)
+    engine = GraphPath(obj)
     for method in (engine.layer_blocks, engine.diagonal, engine.dense):
         with pytest.raises(ValueError, match="kind"):
             method("fisher")

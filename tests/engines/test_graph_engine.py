@@ -14,8 +14,8 @@ from torch import nn
 from torch.func import functional_call
 
 import hesskit as hk
-from hesskit.engines.chain import UnsupportedModelError
-from hesskit.engines.graph import GraphEngine
+from hesskit.engines.native.chain import UnsupportedModelError
+from hesskit.engines.native import GraphPath
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                       HealthCheck.data_too_large])
@@ -82,7 +82,7 @@ def randomize_batchnorm(model, generator=None):
 
 def check_all_kinds(obj, k=3, tol=1e-10, seed=0):
     """Hessian, GGN and functional products against the explicit matrices."""
-    engine = GraphEngine(obj)
+    engine = GraphPath(obj)
     V = torch.randn(obj.n_params, k, dtype=obj.dtype,
                     generator=torch.Generator().manual_seed(seed)).to(obj.device)
     H, G = explicit_hessian(obj), explicit_ggn(obj)
@@ -258,10 +258,10 @@ def test_float32_matches_float64():
     X, y = torch.randn(6, 1, 16, 16), torch.randint(0, 3, (6,))
     V = torch.randn(sum(p.numel() for p in model.parameters()), 4)
     obj32 = hk.Objective(model, nn.CrossEntropyLoss(), (X, y))
-    out32 = product(GraphEngine(obj32), "hessian", V)
+    out32 = product(GraphPath(obj32), "hessian", V)
     model64 = model.double()
     obj64 = hk.Objective(model64, nn.CrossEntropyLoss(), (X.double(), y))
-    out64 = product(GraphEngine(obj64), "hessian", V.double())
+    out64 = product(GraphPath(obj64), "hessian", V.double())
     assert rel_err(out32.double(), out64) < 1e-5
 
 
@@ -270,7 +270,7 @@ def test_column_blocks_and_kept_state_follow_changes():
     model = randomize_batchnorm(BlockNet(3, 2).double())
     X, y = torch.randn(4, 2, 6, 6, dtype=torch.float64), torch.randint(0, 3, (4,))
     obj = hk.Objective(model, nn.CrossEntropyLoss(), (X, y))
-    engine = GraphEngine(obj)
+    engine = GraphPath(obj)
     V = torch.randn(obj.n_params, 5, dtype=torch.float64)
     full = product(engine, "hessian", V)
     assert engine.hessian(next(obj.chunks()), V[:, :0]).shape == (obj.n_params, 0)
@@ -399,10 +399,10 @@ def test_refused_models_are_named(case):
     if obj is None:  # the Objective itself cannot call a two-input model
         obj = hk.Objective(nn.Linear(4, 2), nn.CrossEntropyLoss(), (X, torch.randint(0, 2, (3,))))
         obj.model = model
-    reason = GraphEngine.unsupported_reason(obj)
+    reason = GraphPath.unsupported_reason(obj)
     assert reason is not None and needle in reason, reason
     with pytest.raises(UnsupportedModelError, match=needle.replace("(", r"\(").replace(")", r"\)")):
-        GraphEngine(obj)
+        GraphPath(obj)
 
 
 def test_global_hooks_and_losses_are_refused():
@@ -410,13 +410,13 @@ def test_global_hooks_and_losses_are_refused():
     data = (torch.randn(3, 4), torch.randint(0, 2, (3,)))
     handle = torch.nn.modules.module.register_module_forward_hook(lambda m, i, o: o)
     try:
-        reason = GraphEngine.unsupported_reason(hk.Objective(model, nn.CrossEntropyLoss(), data))
+        reason = GraphPath.unsupported_reason(hk.Objective(model, nn.CrossEntropyLoss(), data))
     finally:
         handle.remove()
     assert "global forward hook" in reason
-    reason = GraphEngine.unsupported_reason(hk.Objective(model, nn.NLLLoss(), data))
+    reason = GraphPath.unsupported_reason(hk.Objective(model, nn.NLLLoss(), data))
     assert "NLLLoss" in reason
-    reason = GraphEngine.unsupported_reason(
+    reason = GraphPath.unsupported_reason(
         hk.Objective(model, nn.CrossEntropyLoss(weight=torch.ones(2)), data))
     assert reason is not None
 
@@ -434,9 +434,9 @@ def test_operator_add_is_a_rule_and_broadcasting_is_refused():
 
     obj = hk.Objective(Broadcast(), nn.CrossEntropyLoss(),
                        (torch.randn(3, 1, 4, 4), torch.randint(0, 2, (3,))))
-    reason = GraphEngine.unsupported_reason(obj)
+    reason = GraphPath.unsupported_reason(obj)
     assert reason is not None and "1, 1)" in reason and "one shape" in reason, reason
-    assert operator.add in __import__("hesskit.engines.graph.rules",
+    assert operator.add in __import__("hesskit.engines.native.rules",
                                       fromlist=["FUNCTION_RULES"]).FUNCTION_RULES
 
 
@@ -456,7 +456,7 @@ def test_model_changed_after_construction_is_followed_or_refused():
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Tanh(), nn.Flatten(), nn.Linear(8, 3)).double()
     X, y = torch.randn(3, 1, 4, 4, dtype=torch.float64), torch.randint(0, 3, (3,))
     obj = hk.Objective(model, nn.CrossEntropyLoss(), (X, y), params=["0.weight"])
-    engine = GraphEngine(obj)
+    engine = GraphPath(obj)
     V = torch.randn(obj.n_params, 2, dtype=torch.float64)
     product(engine, "hessian", V)
     model[1] = nn.Sigmoid()
@@ -487,15 +487,15 @@ def test_loss_variants(loss_fn, targets):
 
 # --- in the registry: what engine="auto" uses on CNNs ---------------------------------
 
-def test_auto_uses_the_graph_engine_on_a_cnn_and_matches_the_explicit_hessian():
-    """LeNet (no chain, so not the sequential kernels): ``auto`` takes the graph engine
-    by priority, and the operator's products are the explicit Hessian's."""
+def test_auto_uses_the_native_graph_path_on_a_cnn_and_matches_the_explicit_hessian():
+    """LeNet (no chain, so not the fused kernels): ``auto`` takes the native engine by
+    priority, on its graph path, and the operator's products are the explicit Hessian's."""
     model = hk.models.get_model("lenet", n_classes=4, in_channels=1, input_size=16,
                                 seed=0).double()
     X, y = torch.randn(6, 1, 16, 16, dtype=torch.float64), torch.randint(0, 4, (6,))
     obj = hk.Objective(model, nn.CrossEntropyLoss(), (X, y), params=["0.weight", "9.bias"])
     H = hk.HessianOperator(obj)
-    assert H.engine.name == "graph"
+    assert H.engine.name == "native" and isinstance(H.engine, GraphPath)
     V = torch.randn(obj.n_params, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     assert rel_err(H @ V, explicit_hessian(obj) @ V) < 1e-10
 
@@ -507,4 +507,4 @@ def test_batches_mapped_by_an_adapter_are_refused():
                                 seed=0).double()
     X, y = torch.randn(4, 1, 16, 16, dtype=torch.float64), torch.randint(0, 4, (4,))
     obj = hk.Objective(model, nn.CrossEntropyLoss(), (X, y), output=lambda out: 2 * out)
-    assert "batch=/output=" in GraphEngine.unsupported_reason(obj)
+    assert "batch=/output=" in GraphPath.unsupported_reason(obj)

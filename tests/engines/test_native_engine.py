@@ -1,8 +1,9 @@
-"""The native engine: float64 parity with explicit torch.func matrices on
+"""The native engine's fused chain path: float64 parity with explicit torch.func matrices on
 hypothesis-drawn chains, agreement with the func engine through the operators over
 multi-batch data, blocks/diagonal/dense, parameter subsets, losses, and the models
 it refuses (naming the module)."""
 import copy
+import re
 
 import pytest
 import torch
@@ -13,8 +14,8 @@ from torch import nn
 import hesskit as hk
 from hesskit import ops
 from hesskit.engines import ENGINES, make_engine
-from hesskit.engines.chain import UnsupportedModelError, parse_chain
-from hesskit.engines.native import NativeEngine
+from hesskit.engines.native import FusedChain, NativeEngine
+from hesskit.engines.native.chain import UnsupportedModelError, parse_chain
 from helpers import explicit_ggn, explicit_hessian
 
 pytestmark = pytest.mark.skipif(not ops.native_available(),
@@ -213,7 +214,7 @@ def test_sub_chunks_give_the_same_numbers(monkeypatch):
     chunk = next(obj.chunks())
     whole = (engine.product("hessian", chunk, V), engine.dense(), engine.diagonal(),
              engine.layer_blocks())
-    monkeypatch.setattr(NativeEngine, "max_workspace_bytes", 4096)
+    monkeypatch.setattr(FusedChain, "max_workspace_bytes", 4096)
     assert len(engine._sample_slices(40, 100)) > 1
     split = (engine.product("hessian", chunk, V), engine.dense(), engine.diagonal(),
              engine.layer_blocks())
@@ -255,7 +256,6 @@ def _shared():
      nn.CrossEntropyLoss(), "eval", r"module '0' \(Unflatten\)"),
     (lambda: nn.Sequential(nn.Linear(6, 4), nn.Dropout(0.1)), nn.CrossEntropyLoss(), "train",
      r"module '1' \(Dropout\) draws random masks"),
-    (Custom, nn.CrossEntropyLoss(), "eval", r"model \(Custom"),
     (_shared, nn.CrossEntropyLoss(), "eval", "module '2' \\(Linear\\) appears twice"),
     (lambda: nn.Sequential(nn.Flatten(0), nn.Linear(6, 4)), nn.CrossEntropyLoss(), "eval",
      "start_dim=0"),
@@ -268,9 +268,19 @@ def test_unsupported_models_raise_naming_the_module(model, loss_fn, mode, match)
     X, y, _ = _batches(n=10, sizes=(10,))
     obj = hk.Objective(model().double(), loss_fn, (X, y.float() if "MSE" in match else y),
                        mode=mode)
-    assert ENGINES["native"].unsupported_reason(obj) is not None
-    with pytest.raises(ValueError, match=match):
+    assert re.search(match, FusedChain.unsupported_reason(obj))
+    with pytest.raises(ValueError, match=match):  # the graph path refuses it too
         hk.HessianOperator(obj, engine="native")
+
+
+def test_a_custom_module_is_refused_by_the_fused_chain_path_and_read_by_the_graph_path():
+    X, y, _ = _batches(n=10, sizes=(10,))
+    model = Custom().double()
+    obj = hk.Objective(model, nn.CrossEntropyLoss(), (X, y))
+    assert re.search(r"model \(Custom", FusedChain.unsupported_reason(obj))
+    H = hk.HessianOperator(obj, engine="native")
+    assert H.engine.path == "graph"
+    assert rel_err(H.dense(), explicit_hessian(model, nn.CrossEntropyLoss(), X, y)) < 1e-10
 
 
 def test_chain_without_linear_layer_is_refused():
@@ -381,7 +391,7 @@ def test_ggn_products_use_a_hessian_forward_pass_not_the_reverse(monkeypatch):
 def test_forward_passes_beyond_the_memory_budget_are_recomputed(monkeypatch):
     *_, obj = _tanh_objective(30, batch_size=10)
     H = hk.HessianOperator(obj, engine="native", check_deterministic=False)  # its own passes only
-    monkeypatch.setattr(NativeEngine, "max_state_bytes", 0)
+    monkeypatch.setattr(FusedChain, "max_state_bytes", 0)
     calls = _count_forward_passes(monkeypatch)
     V = torch.randn(obj.n_params, 1, dtype=torch.float64)
     assert torch.equal(H @ V, H @ V)

@@ -16,7 +16,7 @@ from torch.nn.utils import parametrize, prune
 import hesskit as hk
 from hesskit import ops
 from hesskit.engines import make_engine
-from hesskit.engines.native import NativeEngine
+from hesskit.engines.native import FusedChain, NativeEngine
 
 pytestmark = pytest.mark.skipif(not ops.native_available(), reason="hesskit._C is not built")
 
@@ -265,7 +265,7 @@ def test_layer_blocks_refuses_before_allocating_more_than_max_bytes(monkeypatch)
     def compute(*args, **kwargs):
         raise AssertionError("the blocks were computed")
 
-    monkeypatch.setattr(NativeEngine, "layer_blocks", compute)
+    monkeypatch.setattr(FusedChain, "layer_blocks", compute)
     with pytest.raises(ValueError, match=r"layer_blocks\(\): .*60200.* need 13\.5 GiB.*"
                                          r"max_bytes=4\.0 GiB"):
         hk.layer_blocks(obj)

@@ -277,3 +277,55 @@ def test_float32_cnn_converges_at_the_default_tolerance():
     residuals = torch.linalg.vector_norm(HV - V * lam, dim=0) / lam.abs() / torch.linalg.vector_norm(V, dim=0)
     assert float(residuals.max()) <= 2 * tol
     torch.testing.assert_close(r.values.double(), lam, rtol=1e-6, atol=0)
+
+
+def test_the_default_block_follows_whether_the_operator_batches_columns():
+    """Block Lanczos spends about twice the products of single-vector Lanczos for k=5,
+    which pays only where a product of k columns costs less than k products of one.
+    A CNN on the native engine's graph path on a CPU does not batch its columns, so its
+    default block is 1: the products of ``block_size=1``, fewer than a block of k, and
+    the same pairs. The fused chain kernels do, and keep the block of k."""
+    from torch import nn
+
+    g = torch.Generator().manual_seed(0)
+    model = hk.models.get_model("lenet", n_classes=4, in_channels=1, input_size=16,
+                                seed=0).double().eval()
+    X, y = torch.randn(16, 1, 16, 16, dtype=torch.float64, generator=g), torch.randint(0, 4, (16,), generator=g)
+    H = hk.HessianOperator(hk.Objective(model, nn.CrossEntropyLoss(), (X, y)))
+    assert H.engine.path == "graph" and not H.batches_columns(5)
+    default, single, block = (hk.eigenvalues(H, k=5, block_size=b, progress=False)
+                              for b in (None, 1, 5))
+    assert default.converged and block.converged
+    assert default.n_matvecs == single.n_matvecs < block.n_matvecs
+    torch.testing.assert_close(default.values, block.values, rtol=1e-9, atol=0)
+
+    mlp = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 4)).double()
+    H = hk.HessianOperator(hk.Objective(mlp, nn.CrossEntropyLoss(),
+                                        (torch.randn(32, 6, dtype=torch.float64, generator=g),
+                                         torch.randint(0, 4, (32,), generator=g))))
+    assert H.engine.path == "fused chain" and H.batches_columns(5)
+    default, block = (hk.eigenvalues(H, k=5, block_size=b, progress=False) for b in (None, 5))
+    assert default.n_matvecs == block.n_matvecs
+    torch.testing.assert_close(default.values, block.values, rtol=0, atol=0)
+
+
+class _SingleColumnDiagonal:
+    """A diagonal operator that says its products do not batch their columns."""
+
+    def __init__(self, d):
+        self.d, self.shape, self.dtype, self.device = d, (len(d), len(d)), d.dtype, d.device
+
+    def matmat(self, V):
+        return self.d[:, None] * V
+
+    def batches_columns(self, k):
+        return False
+
+
+def test_single_vector_default_keeps_a_basis_large_enough_for_many_pairs():
+    """With a block of 1 the default basis must still hold k + 1 vectors: 2k + 1 for
+    k = 25 (the old default of 20 would refuse it)."""
+    d = torch.linspace(1.0, 100.0, 400, dtype=torch.float64)
+    r = hk.eigenvalues(_SingleColumnDiagonal(d), k=25, progress=False)
+    assert r.converged
+    torch.testing.assert_close(r.values, d.flip(0)[:25], rtol=1e-8, atol=0)

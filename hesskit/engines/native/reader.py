@@ -3,9 +3,9 @@
 The model is traced with ``torch.fx`` (an ``nn.Sequential`` traces
 to its chain of modules; a ``forward`` such as a ResNet block's traces to its
 modules and additions). Every node must be a call of a module, function or method
-with a rule in :mod:`hesskit.engines.graph.rules`, or a size query (``x.size(0)``,
+with a rule in :mod:`hesskit.engines.native.rules`, or a size query (``x.size(0)``,
 ``x.shape``) feeding a reshape. The reader refuses, by name, with
-:class:`~hesskit.engines.chain.UnsupportedModelError`:
+:class:`~hesskit.engines.native.chain.UnsupportedModelError`:
 
 * any other node (a parameter read directly, slicing, concatenation, ...) and
   module types without a rule (subclasses included: they may compute something else);
@@ -26,9 +26,9 @@ from torch import fx, nn
 from torch.nn.modules import module as module_globals
 from torch.nn.utils import parametrize
 
-from hesskit.engines.chain import UnsupportedModelError
-from hesskit.engines.graph.rules import FUNCTION_RULES, METHOD_RULES, MODULE_RULES, Rule
-from hesskit.engines.graph.rules.add import AddRule
+from hesskit.engines.native.chain import UnsupportedModelError
+from hesskit.engines.native.rules import FUNCTION_RULES, METHOD_RULES, MODULE_RULES, Rule
+from hesskit.engines.native.rules.add import AddRule
 from hesskit.engines.module_hooks import hook_problem
 
 __all__ = ["Step", "ModelGraph", "read_graph", "structure"]
@@ -83,14 +83,14 @@ def _describe(node: fx.Node, model: nn.Module) -> str:
 def _check_hooks(model: nn.Module) -> None:
     """Refuse what ``model(x)`` runs besides its layers: forward hooks, pre-hooks and
     parametrizations (:func:`~hesskit.engines.module_hooks.hook_problem`, as the native
-    engine), and backward hooks too, which the graph engine would not run either."""
+    engine), and backward hooks too, which the graph path would not run either."""
     reason = hook_problem(model)
     if reason is not None:
         raise UnsupportedModelError(reason)
     for kind in ("_global_backward_hooks", "_global_backward_pre_hooks"):
         if getattr(module_globals, kind, None):
             raise UnsupportedModelError(f"global module hooks are registered "
-                                        f"(torch.nn.modules.module.{kind}); the graph engine "
+                                        f"(torch.nn.modules.module.{kind}); the graph path "
                                         "would not run them")
     for name, module in model.named_modules(remove_duplicate=False):
         label = f"module {name!r} ({type(module).__name__})" if name else \
@@ -98,7 +98,7 @@ def _check_hooks(model: nn.Module) -> None:
         for kind in ("_backward_hooks", "_backward_pre_hooks"):
             if getattr(module, kind, None):
                 raise UnsupportedModelError(f"{label} has {kind.strip('_').replace('_', ' ')}; "
-                                            "the graph engine would not run them")
+                                            "the graph path would not run them")
 
 
 def structure(model: nn.Module) -> tuple:
@@ -148,13 +148,13 @@ def _rule_of(node: fx.Node, model: nn.Module) -> Rule:
         module = model.get_submodule(node.target)
         make = MODULE_RULES.get(type(module))
         if make is None:
-            raise UnsupportedModelError(f"{what} has no rule in the graph engine")
+            raise UnsupportedModelError(f"{what} has no rule in the graph path")
         return make(node.target, module)
     if node.op == "call_function" and node.target in FUNCTION_RULES:
         return FUNCTION_RULES[node.target](node.name, node.target, node.args[1:], node.kwargs)
     if node.op == "call_method" and node.target in METHOD_RULES:
         return METHOD_RULES[node.target](node.name, node.target)
-    raise UnsupportedModelError(f"{what} has no rule in the graph engine")
+    raise UnsupportedModelError(f"{what} has no rule in the graph path")
 
 
 class _Tracer(fx.Tracer):
@@ -188,7 +188,7 @@ def read_graph(model: nn.Module, mode: str = "eval") -> ModelGraph:
     if len(placeholders) != 1:
         raise UnsupportedModelError(
             f"model ({type(model).__name__}).forward takes {len(placeholders)} inputs "
-            f"({[n.target for n in placeholders]}); the graph engine needs one input tensor")
+            f"({[n.target for n in placeholders]}); the graph path needs one input tensor")
     steps: list[Step] = []
     sizes: set[fx.Node] = set()  # size queries and what is computed from them only
     called: set[str] = set()
@@ -200,7 +200,7 @@ def read_graph(model: nn.Module, mode: str = "eval") -> ModelGraph:
             output = node.args[0]
             if not isinstance(output, fx.Node) or output in sizes:
                 raise UnsupportedModelError(f"model ({type(model).__name__}) returns "
-                                            f"{type(output).__name__}; the graph engine needs "
+                                            f"{type(output).__name__}; the graph path needs "
                                             "one output tensor")
             continue
         refs = _nodes_in(node.args, node.kwargs)
@@ -223,7 +223,7 @@ def read_graph(model: nn.Module, mode: str = "eval") -> ModelGraph:
                 (n_tensors == 2 and node.args[1] is not tensors[1]) or \
                 (n_tensors == 2 and (len(node.args) != 2 or node.kwargs)):
             raise UnsupportedModelError(f"{what} is called with arguments {node.args}, "
-                                        f"{dict(node.kwargs)}; the graph engine supports it "
+                                        f"{dict(node.kwargs)}; the graph path supports it "
                                         f"on {n_tensors} tensor(s) only")
         if node.op == "call_module":
             if node.target in called:

@@ -10,16 +10,16 @@ import operator
 import torch
 from torch import nn
 
-from hesskit.engines.graph.rules.activation import (ACTIVATION_FUNCTIONS, ACTIVATION_METHODS,
+from hesskit.engines.native.rules.activation import (ACTIVATION_FUNCTIONS, ACTIVATION_METHODS,
                                                     ActivationRule)
-from hesskit.engines.graph.rules.add import AddRule
-from hesskit.engines.graph.rules.base import LinearMapRule, Rule
-from hesskit.engines.graph.rules.batchnorm import BatchNormRule
-from hesskit.engines.graph.rules.conv import ConvRule
-from hesskit.engines.graph.rules.linear import LinearRule
-from hesskit.engines.graph.rules.pooling import (AdaptiveAvgPool2dRule, AvgPool2dRule,
+from hesskit.engines.native.rules.add import AddRule
+from hesskit.engines.native.rules.base import LinearMapRule, Rule
+from hesskit.engines.native.rules.batchnorm import BatchNormRule
+from hesskit.engines.native.rules.conv import ConvRule
+from hesskit.engines.native.rules.linear import LinearRule
+from hesskit.engines.native.rules.pooling import (AdaptiveAvgPool2dRule, AvgPool2dRule,
                                                  MaxPoolRule)
-from hesskit.engines.graph.rules.shape import IdentityRule, ReshapeRule
+from hesskit.engines.native.rules.shape import IdentityRule, ReshapeRule
 
 __all__ = ["Rule", "LinearMapRule", "MODULE_RULES", "FUNCTION_RULES", "METHOD_RULES"]
 

@@ -1,7 +1,7 @@
-"""The ``native`` engine: compiled curvature kernels for chains of Linear layers.
+"""The native engine's fused chain path: compiled kernels for chains of Linear layers.
 
 For models that are chains of ``nn.Linear`` layers and pointwise activations (see
-:func:`hesskit.engines.chain.parse_chain`) ending in cross-entropy or MSE, the
+:func:`hesskit.engines.native.chain.parse_chain`) ending in cross-entropy or MSE, the
 ``hesskit::sequential_*`` kernels compute
 
 * products with the Hessian, the GGN or the functional Hessian for k vectors at
@@ -35,7 +35,9 @@ Example:
     >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
     >>> obj = hk.Objective(model, torch.nn.CrossEntropyLoss(), (X, y))
     >>> H = hk.HessianOperator(obj, engine="native")
-    >>> blocks = NativeEngine(obj).layer_blocks("hessian")
+    >>> H.engine.path
+    'fused chain'
+    >>> blocks = H.engine.layer_blocks("hessian")
     >>> {name: tuple(b.shape) for name, b in blocks.items()}
     {'0': (40, 40), '2': (27, 27)}
 """
@@ -45,15 +47,12 @@ import torch
 from torch import Tensor, nn
 
 from hesskit import ops
-from hesskit.engines import register_engine
-from hesskit.engines.base import Engine
-from hesskit.engines.chain import (Chain, UnsupportedModelError, loss_problem, loss_terms,
+from hesskit.engines.native.chain import (Chain, UnsupportedModelError, loss_problem, loss_terms,
                                    parse_chain)
 from hesskit.engines.module_hooks import hook_problem
+from hesskit.engines.native.engine import NativeEngine, check_kind
 
-__all__ = ["NativeEngine"]
-
-_KINDS = ("hessian", "ggn", "functional")
+__all__ = ["FusedChain"]
 
 
 def _layout(layers) -> dict[str, tuple[int, int]]:
@@ -70,13 +69,7 @@ def _layout(layers) -> dict[str, tuple[int, int]]:
     return layout
 
 
-def _check_kind(kind: str) -> None:
-    if kind not in _KINDS:
-        raise ValueError(f"kind: expected one of {_KINDS}, got {kind!r}")
-
-
-@register_engine
-class NativeEngine(Engine):
+class FusedChain(NativeEngine):
     """Curvature of Linear/activation chains through the ``hesskit::sequential_*`` ops.
 
     Attributes:
@@ -85,9 +78,7 @@ class NativeEngine(Engine):
             sums over samples, so they do not change).
     """
 
-    name = "native"
-    priority = 30
-    capabilities = frozenset({"products", "blocks", "diagonal", "dense"})
+    path = "fused chain"
     max_workspace_bytes = 256 * 2**20
     #: memory for cached forward passes (:meth:`product`); chunks beyond it are
     #: recomputed on every product.
@@ -126,15 +117,15 @@ class NativeEngine(Engine):
         start = min(owner[name] for name in objective.param_names)
         if not objective.plain_batches:
             raise UnsupportedModelError("data: the batches reach the model through batch=/output= "
-                                        "as more than model(inputs) -> outputs; the native engine "
-                                        "needs (inputs, targets) pairs of tensors")
+                                        "as more than model(inputs) -> outputs; the fused chain "
+                                        "path needs (inputs, targets) pairs of tensors")
         chunk = next(iter(objective.chunks()))
         first = chain.layers[0]
         x = chain.run_prefix(chunk.inputs)
         if x.ndim != 2 or x.shape[1] != first.module.in_features:
             raise UnsupportedModelError(
                 f"inputs reach module {first.name!r} (Linear) with shape {tuple(x.shape)}; the "
-                f"native engine needs (samples, {first.module.in_features})")
+                f"fused chain path needs (samples, {first.module.in_features})")
         try:
             loss_terms(objective.loss_fn, objective.reduction,
                        (x.shape[0], chain.layers[-1].module.out_features), chunk.targets,
@@ -185,13 +176,13 @@ class NativeEngine(Engine):
         problem = hook_problem(obj.model) or (hook_problem(obj.loss_fn, "loss_fn")
                                                if isinstance(obj.loss_fn, nn.Module) else None)
         if problem is not None:
-            raise ValueError(f"model: {problem}; it was added after the native engine was "
+            raise ValueError(f"model: {problem}; it was added after the fused chain path was "
                              "chosen (build the operator again to get an engine that follows it)")
         x = self.chain.run_prefix(chunk.inputs, self.start)
         layer = self.chain.layers[self.start]
         if x.ndim != 2 or x.shape[1] != layer.module.in_features:
             raise ValueError(f"data: inputs reach module {layer.name!r} (Linear) with shape "
-                             f"{tuple(x.shape)}; the native engine needs (samples, "
+                             f"{tuple(x.shape)}; the fused chain path needs (samples, "
                              f"{layer.module.in_features})")
         if x.dtype != obj.dtype:
             raise TypeError(f"data: inputs reach module {layer.name!r} (Linear) as {x.dtype}, "
@@ -252,7 +243,7 @@ class NativeEngine(Engine):
         in place, through ``.data`` included, are caught (the engine keeps a copy of
         the parameters to compare with).
         """
-        _check_kind(kind)
+        check_kind(kind)
         k = V.shape[1]
         if self._rows is None:
             full = V.contiguous()
@@ -319,7 +310,7 @@ class NativeEngine(Engine):
             (the weight's entries row-major, then the bias); equal to the
             corresponding diagonal block of ``dense(kind)``.
         """
-        _check_kind(kind)
+        check_kind(kind)
         layers = [self.chain.layers[self.start + i] for i in self._layers]
         blocks: dict[str, Tensor] = {}
         for weight, (inputs, hessians) in self._calls(ops.sequential_hbp,
@@ -345,7 +336,7 @@ class NativeEngine(Engine):
         """The exact diagonal (P,): :math:`\\sum_n \\operatorname{diag}(M_{l,n})
         (\\tilde a_n \\odot \\tilde a_n)^\\top` per layer, from one backward Hessian
         propagation (no block is formed)."""
-        _check_kind(kind)
+        check_kind(kind)
         layers = [self.chain.layers[self.start + i] for i in self._layers]
         diag = torch.zeros(self._used_size, dtype=self.objective.dtype,
                            device=self.objective.device)
@@ -368,7 +359,7 @@ class NativeEngine(Engine):
         :math:`\\sum_n J_{l\\leftarrow m} M_{m,n} \\otimes \\tilde a_{l} \\tilde a_{m}^\\top`
         plus the residual terms of the activations (``hesskit::sequential_dense``),
         weighted and summed over the chunks."""
-        _check_kind(kind)
+        check_kind(kind)
         widths = self._widths()
         per_sample = self._hbp_per_sample() + 6 * (max(widths) + 1) ** 2
         H = None

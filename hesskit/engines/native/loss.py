@@ -1,5 +1,5 @@
 """The loss at the model outputs in the normalized form of
-:func:`hesskit.engines.chain.loss_terms`:
+:func:`hesskit.engines.native.chain.loss_terms`:
 :math:`\\ell = \\sum_n c_n \\Phi(f_n) - \\langle T_n, f_n \\rangle` with
 :math:`\\Phi = \\operatorname{logsumexp}` (cross-entropy) or
 :math:`\\tfrac12 \\lVert\\cdot\\rVert^2` (MSE), so that

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hesskit._reference import _SEQ_ACTIVATIONS
-from hesskit.engines.chain import ACTIVATION_CODES, UnsupportedModelError, _activation_of
-from hesskit.engines.graph.rules.base import Rule, describe
+from hesskit.engines.native.chain import ACTIVATION_CODES, UnsupportedModelError, _activation_of
+from hesskit.engines.native.rules.base import Rule, describe
 
 __all__ = ["ActivationRule", "ACTIVATION_FUNCTIONS", "ACTIVATION_METHODS"]
 

@@ -96,7 +96,7 @@ class Rule:
         """Per-sample :math:`J_{\\theta,n}^\\top U_n` for k output-side vectors ``U``
         ``(k N, ...)``: ``(k, N, P)`` over the parameters ``names`` (concatenated, each
         flattened), not summed over the samples; what exact layer blocks need
-        (:mod:`~hesskit.engines.graph.explicit`). Every rule with parameters provides it."""
+        (:mod:`~hesskit.engines.native.explicit`). Every rule with parameters provides it."""
         raise NotImplementedError(f"{describe(self.name, self)} has no per-sample Jacobians")
 
     def keeps_input_tangents(self, selected: set[str]) -> bool:

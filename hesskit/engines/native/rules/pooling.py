@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
-from hesskit.engines.chain import UnsupportedModelError
-from hesskit.engines.graph.rules.base import LinearMapRule, describe, shape_only
+from hesskit.engines.native.chain import UnsupportedModelError
+from hesskit.engines.native.rules.base import LinearMapRule, describe, shape_only
 
 __all__ = ["MaxPoolRule", "AvgPool2dRule", "AdaptiveAvgPool2dRule"]
 

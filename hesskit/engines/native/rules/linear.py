@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from hesskit.engines.graph.rules.base import Rule, add
+from hesskit.engines.native.rules.base import Rule, add
 
 __all__ = ["LinearRule"]
 

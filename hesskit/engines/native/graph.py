@@ -1,6 +1,7 @@
-"""The graph engine: exact curvature products for CNNs and ResNets, one rule per layer.
+"""The native engine's graph path: exact curvature products for CNNs and ResNets, one
+rule per layer.
 
-The model is read as a graph (:func:`~hesskit.engines.graph.reader.read_graph`); a
+The model is read as a graph (:func:`~hesskit.engines.native.reader.read_graph`); a
 product with k vectors is
 
 1. the forward pass, each rule keeping what it needs, and for Hessian and
@@ -20,9 +21,9 @@ objective's flattening (``model.named_parameters()`` order).
 
 Exact layer blocks, the diagonal and the dense matrix come from the same passes
 started at each layer, without P full products
-(:mod:`~hesskit.engines.graph.explicit`).
+(:mod:`~hesskit.engines.native.explicit`).
 
-Supported: see :mod:`hesskit.engines.graph.rules`; losses ``nn.CrossEntropyLoss``
+Supported: see :mod:`hesskit.engines.native.rules`; losses ``nn.CrossEntropyLoss``
 (without class weights) and ``nn.MSELoss`` (and their functional forms) on
 ``(N, C)`` outputs, mean or sum.
 
@@ -32,7 +33,7 @@ Example:
     >>> model = hk.models.lenet(10, 3)
     >>> obj = hk.Objective(model, nn.CrossEntropyLoss(), (torch.randn(8, 3, 32, 32),
     ...                    torch.randint(0, 10, (8,))))
-    >>> engine = GraphEngine(obj)
+    >>> engine = GraphPath(obj)
     >>> chunk = next(obj.chunks())
     >>> engine.hessian(chunk, torch.randn(obj.n_params, 4)).shape
     torch.Size([62006, 4])
@@ -45,17 +46,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hesskit.engines import register_engine
-from hesskit.engines.base import Engine
-from hesskit.engines.chain import UnsupportedModelError, loss_problem, loss_terms
-from hesskit.engines.graph import explicit
-from hesskit.engines.graph.loss import OutputLoss
-from hesskit.engines.graph.reader import ModelGraph, read_graph, structure
-from hesskit.engines.graph.rules.base import add
+from hesskit.engines.native.chain import UnsupportedModelError, loss_problem, loss_terms
+from hesskit.engines.native.engine import NativeEngine, check_kind
+from hesskit.engines.native import explicit
+from hesskit.engines.native.loss import OutputLoss
+from hesskit.engines.native.reader import ModelGraph, read_graph, structure
+from hesskit.engines.native.rules.base import add
 
-__all__ = ["GraphEngine"]
-
-_KINDS = ("hessian", "ggn", "functional")
+__all__ = ["GraphPath"]
 
 
 class _State:
@@ -86,8 +84,7 @@ def _tensors_in(obj: Any):
             yield from _tensors_in(item)
 
 
-@register_engine
-class GraphEngine(Engine):
+class GraphPath(NativeEngine):
     """Hessian, GGN and functional-part products through per-layer rules.
 
     Attributes:
@@ -102,15 +99,17 @@ class GraphEngine(Engine):
             recomputed on every product.
     """
 
-    name = "graph"
-    capabilities = frozenset({"products", "blocks", "diagonal", "dense"})
-    #: below the sequential kernels (chains), above ``func``/``autograd``: on LeNet-5
-    #: (N=256, 1 thread) a product costs about 1.0-1.5 gradients per vector here
-    #: against 1.7-1.9 for double backward and 2.0-3.1 for ``vmap`` (bench_graph.py)
-    priority = 25
+    path = "graph"
     max_workspace_bytes = 1024 * 2**20
     max_tangent_bytes = 32 * 2**20
     max_state_bytes = 256 * 2**20
+
+    def batches_columns(self, k: int) -> bool:
+        """False on a CPU, where the k tangents stacked along the batch run at the
+        GFLOP/s of one: on LeNet-5 (N=256, 1 thread) a product costs 1.23 gradients per
+        vector at k=1 and 1.27 at k=16, on the ResNet 2.14 and 2.33 (bench_graph.py).
+        True on a GPU, where one launch over k N samples fills the device."""
+        return self.objective.device.type != "cpu"
 
     # ------------------------------------------------------------------ set-up
     @classmethod
@@ -131,15 +130,15 @@ class GraphEngine(Engine):
         for name in objective.param_names:
             if name not in owners:
                 raise UnsupportedModelError(f"parameter {name!r} is not used by a node with a "
-                                            "rule in the graph engine")
+                                            "rule in the graph path")
         for name, p in objective.model.named_parameters():
             if name in owners and (p.dtype != objective.dtype or p.device != objective.device):
                 raise UnsupportedModelError(
-                    f"parameter {name!r} is {p.dtype} on {p.device}; the graph engine needs "
+                    f"parameter {name!r} is {p.dtype} on {p.device}; the graph path needs "
                     f"one dtype and device ({objective.dtype} on {objective.device})")
         if not objective.plain_batches:
             raise UnsupportedModelError("data: the batches reach the model through batch=/output= "
-                                        "as more than model(inputs) -> outputs; the graph engine "
+                                        "as more than model(inputs) -> outputs; the graph path "
                                         "needs (inputs, targets) pairs of tensors")
         chunk = next(iter(objective.chunks()))
         if chunk.inputs.dtype != objective.dtype:
@@ -224,7 +223,7 @@ class GraphEngine(Engine):
         f = values[graph.output.name]
         if f.ndim != 2:
             raise UnsupportedModelError(f"the model's outputs have shape {tuple(f.shape)}; the "
-                                        "graph engine needs (samples, classes)")
+                                        "graph path needs (samples, classes)")
         loss, T, c = loss_terms(objective.loss_fn, objective.reduction, tuple(f.shape), targets,
                                 objective.dtype)
         return ctxs, sizes, OutputLoss(loss, f, T, c)
@@ -404,7 +403,7 @@ class GraphEngine(Engine):
         """The exact diagonal block of every module with selected parameters:
         :math:`\\sum_n J_{l,n}^\\top M_{l,n} J_{l,n}` from basis tangents started at the
         layer, or Kronecker factors for Linear layers
-        (:mod:`~hesskit.engines.graph.explicit`).
+        (:mod:`~hesskit.engines.native.explicit`).
 
         Args:
             kind: ``"hessian"``, ``"ggn"`` or ``"functional"``.
@@ -431,7 +430,7 @@ class GraphEngine(Engine):
 
 @dataclass(frozen=True)
 class Flow:
-    """Which nodes a pass of tangents visits (:meth:`GraphEngine.flow`).
+    """Which nodes a pass of tangents visits (:meth:`GraphPath.flow`).
 
     Attributes:
         forward: nodes that carry tangents in the R-forward pass.
@@ -447,12 +446,6 @@ class Flow:
     want: set[str]
     kept: set[str]
     readers: dict[str, int]
-
-
-def check_kind(kind: str) -> None:
-    """Refuse a ``kind`` other than ``"hessian"``, ``"ggn"`` or ``"functional"``."""
-    if kind not in _KINDS:
-        raise ValueError(f"kind: expected one of {_KINDS}, got {kind!r}")
 
 
 def _equal(a: Tensor, b: Tensor) -> bool:

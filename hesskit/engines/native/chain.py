@@ -1,6 +1,6 @@
 """Reading a model as a chain of Linear layers and pointwise activations.
 
-The native sequential engine (:mod:`hesskit.engines.native`) handles models that
+The native engine's fused chain path (:mod:`hesskit.engines.native`) handles models that
 compute, per sample,
 
 .. math::
@@ -52,7 +52,7 @@ _PASS_THROUGH = (nn.Identity, nn.Dropout, nn.Flatten)
 
 
 class UnsupportedModelError(ValueError):
-    """The model is not a chain the native sequential engine can handle."""
+    """The model is not a chain the fused chain path can handle."""
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,7 @@ def _shared_parameter_problem(layers: list[LinearLayer]) -> str | None:
                 other, other_attr = owner[id(p)]
                 return (f"{_describe(layer.name, layer.module)} shares its parameter {attr!r} "
                         f"with module {other!r} ({other_attr!r}); tied parameters are not "
-                        "supported by the native engine")
+                        "supported by the fused chain path")
             owner[id(p)] = (layer.name, attr)
     return None
 
@@ -215,7 +215,7 @@ def parse_chain(model: nn.Module, mode: str = "eval") -> Chain:
         activation = _activation_of(module)
         if activation is None and type(module) not in _PASS_THROUGH:
             raise UnsupportedModelError(f"{_describe(name, module)} is not supported by the "
-                                        "native sequential engine")
+                                        "fused chain path")
         if type(module) is nn.Flatten and (module.start_dim != 1 or module.end_dim != -1):
             raise UnsupportedModelError(f"{_describe(name, module)} with start_dim="
                                         f"{module.start_dim}, end_dim={module.end_dim} is not "

@@ -1,4 +1,4 @@
-"""Exact layer blocks, diagonal and dense matrix of the graph engine, from basis tangents.
+"""Exact layer blocks, diagonal and dense matrix of the graph path, from basis tangents.
 
 Every node :math:`l` with parameters computes :math:`z_l = f_l(x_l; \\theta_l)`,
 affine in its own parameters :math:`\\theta_l` (Linear, Conv, BatchNorm in eval), and
@@ -60,11 +60,11 @@ import torch
 from torch import Tensor
 
 from hesskit import ops
-from hesskit.engines.graph.reader import Step
-from hesskit.engines.graph.rules.linear import LinearRule
+from hesskit.engines.native.reader import Step
+from hesskit.engines.native.rules.linear import LinearRule
 
 if TYPE_CHECKING:
-    from hesskit.engines.graph.engine import GraphEngine
+    from hesskit.engines.native.graph import GraphPath
 
 __all__ = ["layer_blocks", "diagonal", "dense"]
 
@@ -90,7 +90,7 @@ class _Layer:
                 and state.ctxs[self.node].ndim == 2)
 
 
-def _first_order_downstream(engine: "GraphEngine", layer: _Layer) -> bool:
+def _first_order_downstream(engine: "GraphPath", layer: _Layer) -> bool:
     """Whether no node downstream of ``layer`` has a second-order term in its input
     tangents alone (none of them reads its input tangents when no parameter of theirs
     is differentiated): then the layer's Hessian block is its GGN block and its
@@ -101,7 +101,7 @@ def _first_order_downstream(engine: "GraphEngine", layer: _Layer) -> bool:
                    and step is not layer.step)
 
 
-def _method(engine: "GraphEngine", kind: str, layer: _Layer, state) -> str:
+def _method(engine: "GraphPath", kind: str, layer: _Layer, state) -> str:
     """How the layer's block is computed: ``"kronecker"``, ``"zero"``, ``"jacobians"``
     or ``"basis"`` (see the module docstring)."""
     first_order = kind != "ggn" and _first_order_downstream(engine, layer)
@@ -112,7 +112,7 @@ def _method(engine: "GraphEngine", kind: str, layer: _Layer, state) -> str:
     return "jacobians" if kind == "ggn" or first_order else "basis"
 
 
-def _layers(engine: "GraphEngine") -> list[_Layer]:
+def _layers(engine: "GraphPath") -> list[_Layer]:
     """The nodes with selected parameters, in graph order."""
     order = engine.objective.param_names
     layers = []
@@ -124,18 +124,18 @@ def _layers(engine: "GraphEngine") -> list[_Layer]:
     return layers
 
 
-def _passes(engine: "GraphEngine", kind: str):
+def _passes(engine: "GraphPath", kind: str):
     """``(chunk weight, forward state)`` of every chunk of one pass over the data."""
     for chunk in engine.objective.chunks():
         yield chunk.weight, engine.chunk_state(kind, chunk)
 
 
-def _sizes(engine: "GraphEngine", names: list[str]) -> list[int]:
+def _sizes(engine: "GraphPath", names: list[str]) -> list[int]:
     size = dict(zip(engine.objective.param_names, engine.objective.param_sizes))
     return [size[n] for n in names]
 
 
-def _basis_columns(engine: "GraphEngine", kind: str, state, layer: _Layer, flow,
+def _basis_columns(engine: "GraphPath", kind: str, state, layer: _Layer, flow,
                    rows: list[str], lo: int, hi: int) -> Tensor:
     """Columns ``lo:hi`` of the curvature matrix over ``layer.names`` (the layer's
     selected parameters, concatenated), on the rows of the parameters ``rows``:
@@ -156,13 +156,13 @@ def _basis_columns(engine: "GraphEngine", kind: str, state, layer: _Layer, flow,
                       for n, s in zip(rows, _sizes(engine, rows))], dim=1).T
 
 
-def _column_ranges(engine: "GraphEngine", state, n_columns: int):
+def _column_ranges(engine: "GraphPath", state, n_columns: int):
     step = engine.columns_per_pass(state, torch.empty((), dtype=engine.objective.dtype)
                                    .element_size())
     return [(lo, min(lo + step, n_columns)) for lo in range(0, n_columns, step)]
 
 
-def _output_hessians(engine: "GraphEngine", kind: str, state, layer: _Layer) -> Tensor:
+def _output_hessians(engine: "GraphPath", kind: str, state, layer: _Layer) -> Tensor:
     """:math:`M_{l,n}` (N, m, m) of a Kronecker layer (exactly symmetric): seeds
     :math:`e_i` at the layer's output for every sample, i in column blocks."""
     rule = layer.step.rule
@@ -181,7 +181,7 @@ def _output_hessians(engine: "GraphEngine", kind: str, state, layer: _Layer) -> 
     return (M + M.mT) / 2
 
 
-def _jacobians(engine: "GraphEngine", state, layer: _Layer) -> tuple[Tensor, Tensor]:
+def _jacobians(engine: "GraphPath", state, layer: _Layer) -> tuple[Tensor, Tensor]:
     """``(K, HK)``: the per-sample Jacobians :math:`K_n` of the outputs with respect to
     the layer's selected parameters and :math:`\\nabla^2_f \\ell_n K_n`, both
     ``(C, N, P_l)``; from C backward passes seeded with :math:`e_c` at the outputs
@@ -224,7 +224,7 @@ def _kronecker_block(layer: _Layer, A: Tensor, M: Tensor) -> Tensor:
     return block if order is None else block[order][:, order]
 
 
-def layer_blocks(engine: "GraphEngine", kind: str) -> dict[str, Tensor]:
+def layer_blocks(engine: "GraphPath", kind: str) -> dict[str, Tensor]:
     """``{module name: exact block over its selected parameters}`` (see the module
     docstring) in the objective's flattening order, weighted and summed over the
     chunks."""
@@ -260,7 +260,7 @@ def layer_blocks(engine: "GraphEngine", kind: str) -> dict[str, Tensor]:
     return dict(sorted(blocks.items(), key=lambda item: first[item[0]]))
 
 
-def diagonal(engine: "GraphEngine", kind: str) -> Tensor:
+def diagonal(engine: "GraphPath", kind: str) -> Tensor:
     """The exact diagonal (P,) from the passes of :func:`layer_blocks`, without
     forming a block."""
     obj = engine.objective
@@ -297,7 +297,7 @@ def _positions(slices: dict[str, slice], names: list[str]) -> Tensor:
     return torch.cat([torch.arange(slices[n].start, slices[n].stop) for n in names])
 
 
-def dense(engine: "GraphEngine", kind: str) -> Tensor:
+def dense(engine: "GraphPath", kind: str) -> Tensor:
     """The exact (P, P) matrix: each layer's basis columns on the rows of that layer
     and the later ones, the rest by symmetry (see the module docstring)."""
     obj = engine.objective

@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hesskit.engines.graph.rules.base import Rule, add, describe, shape_only
-from hesskit.engines.chain import UnsupportedModelError
+from hesskit.engines.native.rules.base import Rule, add, describe, shape_only
+from hesskit.engines.native.chain import UnsupportedModelError
 
 __all__ = ["ConvRule"]
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from hesskit.engines.chain import UnsupportedModelError
-from hesskit.engines.graph.rules.base import Rule, add, describe
+from hesskit.engines.native.chain import UnsupportedModelError
+from hesskit.engines.native.rules.base import Rule, add, describe
 
 __all__ = ["AddRule"]
 
@@ -24,7 +24,7 @@ class AddRule(Rule):
             shapes = [tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
                       for t in (a, b)]
             raise UnsupportedModelError(f"{describe(self.name, self.what)} adds {shapes[0]} and "
-                                        f"{shapes[1]}; the graph engine needs two tensors of "
+                                        f"{shapes[1]}; the graph path needs two tensors of "
                                         "one shape")
         return a + b, None
 

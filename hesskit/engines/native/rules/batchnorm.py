@@ -19,8 +19,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from hesskit.engines.chain import UnsupportedModelError
-from hesskit.engines.graph.rules.base import Rule, add, describe
+from hesskit.engines.native.chain import UnsupportedModelError
+from hesskit.engines.native.rules.base import Rule, add, describe
 
 __all__ = ["BatchNormRule"]
 
@@ -33,7 +33,7 @@ class BatchNormRule(Rule):
         if module.running_mean is None or module.running_var is None:
             raise UnsupportedModelError(
                 f"{describe(name, module)} has track_running_stats=False: it normalizes with "
-                "batch statistics even in eval mode, which the graph engine does not follow")
+                "batch statistics even in eval mode, which the graph path does not follow")
         self.module = module
         prefix = f"{name}." if name else ""
         self.weight_name = prefix + "weight" if module.affine else None

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from hesskit.engines.chain import UnsupportedModelError
-from hesskit.engines.graph.rules.base import LinearMapRule, describe
+from hesskit.engines.native.chain import UnsupportedModelError
+from hesskit.engines.native.rules.base import LinearMapRule, describe
 
 __all__ = ["ReshapeRule", "IdentityRule"]
 
@@ -42,7 +42,7 @@ class ReshapeRule(LinearMapRule):
             got = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
             raise UnsupportedModelError(
                 f"{describe(self.name, self.what)} maps inputs of shape {tuple(x.shape)} to "
-                f"{got}: the graph engine needs the batch dimension kept first")
+                f"{got}: the graph path needs the batch dimension kept first")
         return y, (x.shape[1:], y.shape[1:])
 
     def apply(self, ctx, t):
