@@ -35,12 +35,14 @@ rung). A method's warnings (e.g. hesskit's "not converged") are printed with its
 
     PYTHONPATH=$PWD:/work/peers python benchmarks/bench_cnn_spectral.py
         [--models lenet,resnet] [--quick] [--n-samples N] [--threads 1] [--repeats 1]
-        [--target 1e-4] [--ref-probes 200] [--max-rung-seconds 0] [--json PATH]
+        [--target 1e-4] [--ref-probes 200] [--max-rung-seconds 0] [--device cpu|cuda]
+        [--json PATH]
 
 ``--n-samples`` overrides N (for a quicker run); ``--quick`` is N = 64 with 100
 reference probes. The table is written to ``--json``
-PATH, by default ``benchmarks/results/cnn_spectral_cpu.json``, atomically (temporary
-file, then rename).
+PATH, by default ``benchmarks/results/cnn_spectral_cpu.json`` (with ``--device cuda``:
+``cnn_spectral_<GPU name>.json``, where the float64 reference runs on the GPU too),
+atomically (temporary file, then rename).
 """
 from __future__ import annotations
 
@@ -58,7 +60,7 @@ from torch import nn
 
 import _peers
 import hesskit as hk
-from _common import RESULTS, machine_info, write_json
+from _common import RESULTS, gpu_result_path, machine_info, write_json
 from bench_graph import problem
 
 EIGEN = "top-5 eigenvalues"
@@ -92,7 +94,7 @@ def jobs(model, X, y) -> tuple[dict, dict]:
     H = hk.HessianOperator(hk.Objective(model, loss, (X, y)))
 
     def hesskit_top5(tol):
-        return hk.eigenvalues(H, k=5, tol=tol, progress=False).values.double().numpy()
+        return hk.eigenvalues(H, k=5, tol=tol, progress=False).values.double().cpu().numpy()
 
     out = {
         (EIGEN, f"hesskit eigenvalues ({H.engine.name})"):
@@ -115,7 +117,7 @@ def jobs(model, X, y) -> tuple[dict, dict]:
             for kw in LADDERS["curvlinops"]]
         out[(TRACE, "curvlinops hutchinson_trace")] = [({}, curvlinops_trace)]
     if "PyHessian" not in missing:
-        ph = _peers.pyhessian(model, loss, X, y)
+        ph = _peers.pyhessian(model, loss, X, y, cuda=X.is_cuda)
         out[(EIGEN, "PyHessian eigenvalues")] = [
             (kw, lambda kw=kw: np.sort(_peers.pyhessian_counting(
                 lambda: ph.eigenvalues(top_n=5, **kw))[0][0])[::-1])
@@ -129,19 +131,27 @@ def jobs(model, X, y) -> tuple[dict, dict]:
         E = _peers.eigenthings(model, loss, X, y)
         out[(EIGEN, "eigenthings lanczos")] = [
             (kw, lambda kw=kw: np.sort(he.lanczos(E, k=5, which="LA", reorthogonalize=True,
-                                                  seed=0, **kw).eigenvalues.double().numpy())[::-1])
+                                                  seed=0, **kw).eigenvalues.double().cpu().numpy())[::-1])
             for kw in LADDERS["hessian-eigenthings"]]
         out[(TRACE, "eigenthings hutchinson")] = [({}, lambda: float(
             he.hutchinson(E, num_samples=100, seed=0).estimate))]
     return out, missing
 
 
+def _synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def timed(job) -> tuple[object, float, list]:
-    """Runs ``job()``: its result, wall time and the distinct RuntimeWarnings it raised."""
+    """Runs ``job()``: its result, wall time (the GPU synchronized before and after) and
+    the distinct RuntimeWarnings it raised."""
+    _synchronize()
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
         estimate = job()
+    _synchronize()
     seconds = time.perf_counter() - start
     return estimate, seconds, sorted({str(w.message).split(";")[0] for w in caught
                                       if issubclass(w.category, RuntimeWarning)})
@@ -152,6 +162,7 @@ def run_model(name: str, args) -> dict:
     model, X, y = problem(name, args.resnet_width)
     if args.n_samples:
         X, y = X[:args.n_samples], y[:args.n_samples]
+    model, X, y = model.to(args.device), X.to(args.device), y.to(args.device)
     t0 = time.perf_counter()
     top, ref_trace, ref_stderr = reference(model, X, y, args.ref_probes)
     t_ref = time.perf_counter() - t0
@@ -225,16 +236,24 @@ def main(argv=None) -> dict:
     parser.add_argument("--ref-probes", type=int, default=None)
     parser.add_argument("--max-rung-seconds", type=float, default=0,
                         help="stop a ladder after a rung that took longer (0: climb to the top)")
-    parser.add_argument("--json", default=os.path.join(RESULTS, "cnn_spectral_cpu.json"))
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--json", default=None,
+                        help="default: results/cnn_spectral_cpu.json, or one file per GPU model")
     args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch.cuda.is_available() is False")
     if args.n_samples is None and args.quick:
         args.n_samples = 64
     if args.ref_probes is None:
         args.ref_probes = 100 if args.quick else 200
     torch.set_num_threads(args.threads)
-    info = machine_info("cpu")
+    info = machine_info(args.device)
+    if args.json is None:
+        args.json = (os.path.join(RESULTS, "cnn_spectral_cpu.json") if args.device == "cpu"
+                     else gpu_result_path("cnn_spectral", info["gpu"]))
     versions, missing = _peers.available()
-    print(f"hesskit {hk.__version__}, torch {torch.__version__}, cpu: {info['cpu']}, "
+    print(f"hesskit {hk.__version__}, torch {torch.__version__}, {args.device}: "
+          f"{info.get('gpu', info['cpu'])}, "
           f"threads {torch.get_num_threads()}, load average {info.get('load_average_1m')}; "
           f"target relative error of the top 5: {args.target:g}")
     print("peers: " + (", ".join(f"{p} {v}" for p, v in versions.items()) or "none")

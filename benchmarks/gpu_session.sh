@@ -33,6 +33,11 @@ $PY benchmarks/bench_products.py --device cuda && cp benchmarks/results/products
 # a cell estimated over 5 s is skipped: at most ~3 min, about 1 min expected.
 $PY benchmarks/bench_graph.py --device cuda --repeats 2 --max-cell-seconds 5 \
     --json "$OUT/graph_cuda.json"
+# Top-5 and a 100-probe trace on LeNet-5 against the peers at equal accuracy (item 7):
+# a ladder stops after a rung over 30 s (on the CPU the LeNet run takes 4 min, 1 of it the
+# float64 reference).
+$PY benchmarks/bench_cnn_spectral.py --device cuda --models lenet --max-rung-seconds 30 \
+    --json "$OUT/cnn_spectral_cuda.json"
 $PY benchmarks/bench_spectral.py --device cuda --repeats 5 && cp benchmarks/results/bench_spectral_*.json "$OUT/"
 $PY benchmarks/bench_training.py --device cuda && cp benchmarks/results/bench_training_*.json "$OUT/"
 echo "total: $(( $(date +%s) - start )) s"

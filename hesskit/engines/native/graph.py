@@ -106,8 +106,8 @@ class GraphPath(NativeEngine):
 
     def batches_columns(self, k: int) -> bool:
         """False on a CPU, where the k tangents stacked along the batch run at the
-        GFLOP/s of one: on LeNet-5 (N=256, 1 thread) a product costs 1.23 gradients per
-        vector at k=1 and 1.27 at k=16, on the ResNet 2.14 and 2.33 (bench_graph.py).
+        GFLOP/s of one: on LeNet-5 (N=256, 1 thread) a product costs 0.89 gradients per
+        vector at k=1 and 0.96 at k=16, on the ResNet 2.18 and 2.41 (bench_graph.py).
         True on a GPU, where one launch over k N samples fills the device."""
         return self.objective.device.type != "cpu"
 
