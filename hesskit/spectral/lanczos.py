@@ -106,8 +106,8 @@ def eigenvalues(
     float32 basis of ``P`` vectors loses orthogonality, which stalled the
     residuals at a few 1e-6 on the digits MLP of the README and at 3e-5 on
     LeNet-5's top 5 (P = 62 006), above the default ``tol``, so that the call
-    spent its whole budget; with the float64 basis the LeNet call converges in
-    105–115 products and the digits MLP reaches 1e-7. This costs twice the basis memory,
+    spent its whole budget; with the float64 basis the LeNet call converges (in
+    105–115 products with a block of 5) and the digits MLP reaches 1e-7. This costs twice the basis memory,
     ``8 (max_basis + block_size) P`` bytes. The residuals of the result are
     measured with a final product of the ``k`` returned Ritz vectors (rounded
     to the operator's dtype, as returned), and ``converged`` says whether every

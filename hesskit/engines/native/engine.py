@@ -1,8 +1,10 @@
 """The ``native`` engine: hesskit's own curvature passes, one path per model form.
 
 ``NativeEngine(objective)`` returns an instance of the first of its paths
-(:attr:`NativeEngine.paths`) that accepts the model; every path is named ``"native"``
-and says which it is in :attr:`NativeEngine.path`:
+(:attr:`NativeEngine.paths`) that accepts the model; when none does, the last one
+refuses it (:class:`~hesskit.engines.native.chain.UnsupportedModelError`), and
+:meth:`NativeEngine.unsupported_reason` gives every path's reason. Every path is named
+``"native"`` and says which it is in :attr:`NativeEngine.path`:
 
 1. ``"fused chain"`` (:class:`~hesskit.engines.native.fused.FusedChain`): chains of
    Linear layers and pointwise activations, one compiled ``hesskit::sequential_*``
@@ -24,7 +26,6 @@ from __future__ import annotations
 from typing import ClassVar
 
 from hesskit.engines.base import CAPABILITIES, Engine
-from hesskit.engines.native.chain import UnsupportedModelError
 
 __all__ = ["NativeEngine", "KINDS", "check_kind"]
 
@@ -49,7 +50,7 @@ class NativeEngine(Engine):
 
     name = "native"
     #: above ``func`` (20) and ``autograd`` (10): on the MLP a product costs 0.46 of a
-    #: gradient per vector at k=16 (fused chain), on LeNet-5 1.2-1.3 against 1.7-2.0
+    #: gradient per vector at k=16 (fused chain), on LeNet-5 0.8-1.0 against 1.4-1.9
     #: for double backward and ``vmap`` (benchmarks/bench_native.py, bench_graph.py)
     priority = 30
     capabilities = frozenset(CAPABILITIES)
@@ -57,31 +58,19 @@ class NativeEngine(Engine):
     paths: ClassVar[tuple[type["NativeEngine"], ...]] = ()
 
     def __new__(cls, objective):
-        if cls is NativeEngine:
-            cls = cls._path_for(objective)
+        if cls is NativeEngine:  # the last path needs no check here: its __init__ refuses
+            *first, last = cls.paths
+            cls = next((path for path in first if path.unsupported_reason(objective) is None),
+                       last)
         return super().__new__(cls)
-
-    @classmethod
-    def _reasons(cls, objective) -> tuple[type["NativeEngine"] | None, list[str]]:
-        """The first path that accepts ``objective`` (or None), and why those before it
-        refused."""
-        reasons = []
-        for path in cls.paths:
-            reason = path.unsupported_reason(objective)
-            if reason is None:
-                return path, reasons
-            reasons.append(f"{path.path} path: {reason}")
-        return None, reasons
-
-    @classmethod
-    def _path_for(cls, objective) -> type["NativeEngine"]:
-        path, reasons = cls._reasons(objective)
-        if path is None:
-            raise UnsupportedModelError("; ".join(reasons))
-        return path
 
     @classmethod
     def unsupported_reason(cls, objective) -> str | None:
         """``None`` when some path accepts ``objective``, else every path's reason."""
-        path, reasons = cls._reasons(objective)
-        return None if path is not None else "; ".join(reasons)
+        reasons = []
+        for path in cls.paths:
+            reason = path.unsupported_reason(objective)
+            if reason is None:
+                return None
+            reasons.append(f"{path.path} path: {reason}")
+        return "; ".join(reasons)

@@ -305,12 +305,14 @@ def dense(engine: "GraphPath", kind: str) -> Tensor:
     layers = _layers(engine)
     D = torch.zeros(obj.n_params, obj.n_params, dtype=obj.dtype, device=obj.device)
     position = [_positions(slices, layer.names).to(obj.device) for layer in layers]
+    plans = []  # per layer: the rows of it and the later layers, and the pass over them
+    for i, layer in enumerate(layers):
+        later = {n for other in layers[i:] for n in other.names}
+        rows = [n for n in obj.param_names if n in later]
+        plans.append((rows, _positions(slices, rows).to(obj.device),
+                      engine.flow(set(layer.names), later, backward_from=layer.index)))
     for weight, state in _passes(engine, kind):
-        for i, layer in enumerate(layers):
-            later = {n for other in layers[i:] for n in other.names}
-            rows = [n for n in obj.param_names if n in later]
-            flow = engine.flow(set(layer.names), later, backward_from=layer.index)
-            row_index = _positions(slices, rows).to(obj.device)
+        for i, (layer, (rows, row_index, flow)) in enumerate(zip(layers, plans)):
             for lo, hi in _column_ranges(engine, state, len(position[i])):
                 C = _basis_columns(engine, kind, state, layer, flow, rows, lo, hi)
                 D.index_put_((row_index[:, None], position[i][None, lo:hi]), C * weight,

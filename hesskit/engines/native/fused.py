@@ -47,9 +47,9 @@ import torch
 from torch import Tensor, nn
 
 from hesskit import ops
-from hesskit.engines.native.chain import (Chain, UnsupportedModelError, loss_problem, loss_terms,
-                                   parse_chain)
 from hesskit.engines.module_hooks import hook_problem
+from hesskit.engines.native.chain import (Chain, UnsupportedModelError, loss_problem,
+                                          loss_terms, parse_chain)
 from hesskit.engines.native.engine import NativeEngine, check_kind
 
 __all__ = ["FusedChain"]

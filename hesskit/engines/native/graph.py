@@ -46,9 +46,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from hesskit.engines.native import explicit
 from hesskit.engines.native.chain import UnsupportedModelError, loss_problem, loss_terms
 from hesskit.engines.native.engine import NativeEngine, check_kind
-from hesskit.engines.native import explicit
 from hesskit.engines.native.loss import OutputLoss
 from hesskit.engines.native.reader import ModelGraph, read_graph, structure
 from hesskit.engines.native.rules.base import add

@@ -26,10 +26,10 @@ from torch import fx, nn
 from torch.nn.modules import module as module_globals
 from torch.nn.utils import parametrize
 
+from hesskit.engines.module_hooks import hook_problem
 from hesskit.engines.native.chain import UnsupportedModelError
 from hesskit.engines.native.rules import FUNCTION_RULES, METHOD_RULES, MODULE_RULES, Rule
 from hesskit.engines.native.rules.add import AddRule
-from hesskit.engines.module_hooks import hook_problem
 
 __all__ = ["Step", "ModelGraph", "read_graph", "structure"]
 
@@ -82,8 +82,8 @@ def _describe(node: fx.Node, model: nn.Module) -> str:
 
 def _check_hooks(model: nn.Module) -> None:
     """Refuse what ``model(x)`` runs besides its layers: forward hooks, pre-hooks and
-    parametrizations (:func:`~hesskit.engines.module_hooks.hook_problem`, as the native
-    engine), and backward hooks too, which the graph path would not run either."""
+    parametrizations (:func:`~hesskit.engines.module_hooks.hook_problem`, as the fused
+    chain path), and backward hooks too, which the graph path would not run either."""
     reason = hook_problem(model)
     if reason is not None:
         raise UnsupportedModelError(reason)
